@@ -1,0 +1,15 @@
+/** Registers every command group on the program. One file per group. */
+import type { Command } from 'commander';
+import { registerUdfCommands } from './udf.js';
+import { registerShamirCommands } from './shamir.js';
+import { registerKeyCommands } from './key.js';
+import { registerProfileCommands } from './profile.js';
+import { registerDemoCommand } from './demo.js';
+
+export function registerCommands(program: Command): void {
+  registerUdfCommands(program);
+  registerShamirCommands(program);
+  registerKeyCommands(program);
+  registerProfileCommands(program);
+  registerDemoCommand(program);
+}

@@ -1,0 +1,6 @@
+/** `meshkit key …` commands. */
+import type { Command } from 'commander';
+
+export function registerKeyCommands(_program: Command): void {
+  // filled in by the key work
+}
