@@ -35,6 +35,7 @@ export default tseslint.config(
       }],
     },
   },
+  { files: ['bin/**/*.js'], languageOptions: { globals: { process: 'readonly' } } },
   { files: ['src/keystore/pkcs11/**/*.ts'], rules: { 'no-restricted-imports': 'off' } },
   { files: ['src/device/transport/serial.ts', 'src/device/transport/hid.ts'], rules: { 'no-restricted-imports': 'off' } },
 );
