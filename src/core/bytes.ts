@@ -93,13 +93,27 @@ export function b64u(bytes: Uint8Array): string {
 /** Strict base64url decoding: rejects padding, '+', '/', whitespace and non-canonical trailing bits. */
 export function fromB64u(text: string, field = 'base64url'): Uint8Array {
   astring(text, field);
-  if (!/^[A-Za-z0-9_-]*$/.test(text) || text.length % 4 === 1) {
-    throw new RangeError(`"${field}" is not valid base64url`);
+  const rem = text.length % 4;
+  // Node's decoder skips characters outside the alphabet and also accepts '+' and '/'; a skipped
+  // character shows up as a length mismatch below, '+' and '/' are refused here.
+  if (rem === 1 || text.includes('+') || text.includes('/')) throw new RangeError(`"${field}" is not valid base64url`);
+  const buf = Buffer.from(text, 'base64url');
+  const expected = (text.length >> 2) * 3 + (rem === 0 ? 0 : rem - 1);
+  if (buf.length !== expected) throw new RangeError(`"${field}" is not valid base64url`);
+  if (rem !== 0) {
+    // The unused low bits of the last character must be zero (canonical encoding).
+    const last = B64U_VALUE[text.charCodeAt(text.length - 1)] ?? -1;
+    if (last < 0 || (last & (rem === 2 ? 0x0f : 0x03)) !== 0) throw new RangeError(`"${field}" is not canonical base64url`);
   }
-  const bytes = new Uint8Array(Buffer.from(text, 'base64url'));
-  if (b64u(bytes) !== text) throw new RangeError(`"${field}" is not canonical base64url`);
-  return bytes;
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
 }
+
+const B64U_VALUE: Int8Array = (() => {
+  const table = new Int8Array(128).fill(-1);
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  for (let i = 0; i < alphabet.length; i++) table[alphabet.charCodeAt(i)] = i;
+  return table;
+})();
 
 /** Constant-time comparison of two byte arrays (length is not secret). */
 export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {

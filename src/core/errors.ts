@@ -50,8 +50,18 @@ export const ErrorCode = {
   KEYSTORE_CORRUPT: 'ERR_KEYSTORE_CORRUPT',
   KEY_URI_INVALID: 'ERR_KEY_URI_INVALID',
   SECRET_SOURCE: 'ERR_SECRET_SOURCE',
-  // PKCS#11 and devices (later steps)
+  // PKCS#11 (the CKR name is kept in Pkcs11Error.ckrName)
   PKCS11: 'ERR_PKCS11',
+  PKCS11_MODULE: 'ERR_PKCS11_MODULE',
+  PKCS11_TOKEN_NOT_FOUND: 'ERR_PKCS11_TOKEN_NOT_FOUND',
+  PKCS11_TOKEN_REMOVED: 'ERR_PKCS11_TOKEN_REMOVED',
+  PKCS11_PIN_INCORRECT: 'ERR_PKCS11_PIN_INCORRECT',
+  PKCS11_PIN_LOCKED: 'ERR_PKCS11_PIN_LOCKED',
+  PKCS11_NOT_LOGGED_IN: 'ERR_PKCS11_NOT_LOGGED_IN',
+  PKCS11_OBJECT_NOT_FOUND: 'ERR_PKCS11_OBJECT_NOT_FOUND',
+  PKCS11_OBJECT_AMBIGUOUS: 'ERR_PKCS11_OBJECT_AMBIGUOUS',
+  PKCS11_MECHANISM: 'ERR_PKCS11_MECHANISM_NOT_SUPPORTED',
+  PKCS11_URI_INVALID: 'ERR_PKCS11_URI_INVALID',
   NOT_SUPPORTED: 'ERR_NOT_SUPPORTED',
   DEVICE: 'ERR_DEVICE',
   // generic I/O for the CLI
@@ -98,6 +108,47 @@ export class LogError extends MeshkitError {
 }
 /** Key store failures: missing key, wrong passphrase, corrupt file, bad key reference. */
 export class KeyStoreError extends MeshkitError {}
+
+/** What a token said about the user PIN after a failed login (CK_TOKEN_INFO flags). */
+export interface PinStatus {
+  /** CKF_USER_PIN_COUNT_LOW: an incorrect PIN has been entered at least once since the last success. */
+  countLow: boolean;
+  /** CKF_USER_PIN_FINAL_TRY: one more wrong PIN locks it. */
+  finalTry: boolean;
+  /** CKF_USER_PIN_LOCKED. */
+  locked: boolean;
+}
+
+/**
+ * A PKCS#11 failure. `code` is meshkit's stable code (e.g. ERR_PKCS11_PIN_INCORRECT); the raw
+ * Cryptoki return value stays in `ckr` / `ckrName`, and `operation` names the C_ function.
+ */
+export class Pkcs11Error extends MeshkitError {
+  readonly ckr: number | undefined;
+  readonly ckrName: string | undefined;
+  readonly operation: string | undefined;
+  readonly pinStatus: PinStatus | undefined;
+  constructor(
+    code: ErrorCodeValue,
+    message: string,
+    fields: { ckr?: number; ckrName?: string; operation?: string; pinStatus?: PinStatus; cause?: unknown } = {},
+  ) {
+    super(code, message, fields.cause === undefined ? undefined : { cause: fields.cause });
+    this.ckr = fields.ckr;
+    this.ckrName = fields.ckrName;
+    this.operation = fields.operation;
+    this.pinStatus = fields.pinStatus;
+  }
+}
+
+/** A device protocol failure; `status` is the device's status code (shared with the C firmware). */
+export class DeviceError extends MeshkitError {
+  readonly status: number | undefined;
+  constructor(code: ErrorCodeValue, message: string, status?: number, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.status = status;
+  }
+}
 
 /** True when `e` is a MeshkitError with the given code. */
 export function isMeshkitError(e: unknown, code?: ErrorCodeValue): e is MeshkitError {

@@ -30,12 +30,7 @@ import {
 } from './jose.js';
 import { keyId, publicKeyFromJwk, type PublicKey } from './keys.js';
 import { udfEncryptionKey, udfEncryptionKeyId } from './udf.js';
-import type { Curve, Decrypter, PublicJwk } from './signer.js';
-
-/** A private JWK (RFC 7517 / RFC 8037): the public members plus `d`. */
-export interface PrivateJwk extends PublicJwk {
-  d: string;
-}
+import type { Curve, Decrypter, PrivateJwk, PublicJwk } from './signer.js';
 
 /** The private master keys put in escrow (digest §4.1.1 `EscrowedKeySet`). */
 export interface EscrowedKeySet {

@@ -247,13 +247,28 @@ export function publicKeyFromRaw(curve: Curve, raw: Uint8Array): PublicKey {
 const PRIVATE_JWK_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k', 'priv'];
 
 /**
+ * How thoroughly a decoder checks the point:
+ * - `full` (default): the point decodes and lies on the curve (Ed: RFC 8032 strict decoding;
+ *   X: not on the twist; P-256: on the curve), is canonical and not of small order.
+ * - `encoding`: everything that needs no square root: lengths, canonical encoding (y < p,
+ *   u < p), no small-order point. For keys inside a signed object that is being verified: OpenSSL
+ *   rejects an Ed25519/Ed448 key that is not a point when it checks the signature, and an
+ *   agreement key is fully validated when it is used (e.g. as a JWE recipient). This avoids a
+ *   pure-JS square root per key (~100 µs) when a Personal Profile lists a thousand devices.
+ */
+export type PointCheck = 'full' | 'encoding';
+
+/**
  * Decodes a public JWK (RFC 7517; OKP per RFC 8037, EC per RFC 7518). `kty` and `crv` must agree,
- * `x` (and `y` for EC) must be strict base64url of the right length, and the point must validate.
+ * `x` (and `y` for EC) must be strict base64url of the right length, and the point must validate
+ * (see {@link PointCheck}; default `full`).
  * @throws TypeError if `jwk` is not an object; KeyError (ERR_KEY_INVALID) for a private member
  *   (`d` …), mismatched or missing members, bad base64url, wrong lengths or an invalid point;
  *   UnsupportedError (ERR_ALG_UNSUPPORTED) for a key type or curve meshkit does not speak.
  */
-export function publicKeyFromJwk(jwk: unknown): PublicKey {
+export function publicKeyFromJwk(jwk: unknown, opts?: { check?: PointCheck }): PublicKey {
+  const check = opts?.check ?? 'full';
+  if (check !== 'full' && check !== 'encoding') throw new RangeError(`"opts.check" expected "full" or "encoding", got ${String(check)}`);
   if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) {
     throw new TypeError(`"jwk" expected an object, got ${describe(jwk)}`);
   }
@@ -271,15 +286,39 @@ export function publicKeyFromJwk(jwk: unknown): PublicKey {
     throw new UnsupportedError(ErrorCode.ALG_UNSUPPORTED, `JWK curve "${crv}" is not supported`);
   }
   const curve = crv as Curve;
+  const memo = typeof x === 'string' && (y === undefined || typeof y === 'string') ? `${check}|${crv}|${x}|${(y as string | undefined) ?? ''}` : undefined;
+  const known = memo === undefined ? undefined : jwkCache.get(memo);
+  if (known !== undefined && known.curve === curve && kty === (curve === 'P-256' ? 'EC' : 'OKP')) return known;
+  const key = decodeJwk(curve, kty, x, y, check);
+  if (memo !== undefined) remember(jwkCache, memo, key);
+  return key;
+}
+
+/** Keys decoded from JWKs, by check level and members (the same JWK is decoded once). */
+const jwkCache = new Map<string, PublicKey>();
+
+/**
+ * Empties the per-key caches (validation, JWK decoding, key identifiers, KeyObjects), so a
+ * benchmark can measure first sight of every key.
+ * @internal
+ */
+export function _clearKeyCaches(): void {
+  validCache.clear();
+  jwkCache.clear();
+  keyIdCache.clear();
+  keyObjectCache.clear();
+}
+
+function decodeJwk(curve: Curve, kty: string, x: unknown, y: unknown, check: PointCheck): PublicKey {
   const expectedKty = curve === 'P-256' ? 'EC' : 'OKP';
   if (kty !== expectedKty) throw keyError(`JWK "kty" ${kty} does not match "crv" ${curve} (expected ${expectedKty})`);
   const xBytes = jwkCoordinate(x, 'x', curve === 'P-256' ? 32 : RAW_LENGTH[curve]);
   if (curve === 'P-256') {
     const yBytes = jwkCoordinate(y, 'y', 32);
-    return publicKeyFromRawAsKeyError(curve, concatBytes(Uint8Array.of(4), xBytes, yBytes));
+    return publicKeyFromRawAsKeyError(curve, concatBytes(Uint8Array.of(4), xBytes, yBytes), check);
   }
   if (y !== undefined) throw keyError(`JWK for ${curve} must not carry "y"`);
-  return publicKeyFromRawAsKeyError(curve, xBytes);
+  return publicKeyFromRawAsKeyError(curve, xBytes, check);
 }
 
 function jwkCoordinate(value: unknown, name: string, length: number): Uint8Array {
@@ -295,11 +334,44 @@ function jwkCoordinate(value: unknown, name: string, length: number): Uint8Array
 }
 
 /** Raw validation where a wrong length is a content error of an encoding, not an argument error. */
-function publicKeyFromRawAsKeyError(curve: Curve, raw: Uint8Array): PublicKey {
+function publicKeyFromRawAsKeyError(curve: Curve, raw: Uint8Array, check: PointCheck = 'full'): PublicKey {
   if (!ACCEPTED_LENGTHS[curve].includes(raw.length)) {
     throw keyError(`${curve} public key expected ${ACCEPTED_LENGTHS[curve].join(' or ')} bytes, got ${raw.length}`);
   }
+  if (check === 'encoding' && curve !== 'P-256' && !validCache.has(cacheKey(curve, raw))) {
+    return freezeKey(curve, checkEncoding(curve, raw.slice()));
+  }
   return validatedKey(curve, raw, 'raw');
+}
+
+/** y (Edwards) values of the small-order points: the 8-torsion of edwards25519, the 4-torsion of edwards448. */
+const SMALL_ORDER_Y: Readonly<Record<'Ed25519' | 'Ed448', readonly bigint[]>> = {
+  Ed25519: [
+    0n, 1n, P25519 - 1n,
+    // order-8 points (the libsodium blacklist's 26e8958f… and c7176a70… encodings)
+    2707385501144840649318225287225658788936804267575313519463743609750303402022n,
+    P25519 - 2707385501144840649318225287225658788936804267575313519463743609750303402022n,
+  ],
+  Ed448: [0n, 1n, P448 - 1n],
+};
+
+/** The `encoding` point check: canonical encoding and no small-order point, without a square root. */
+function checkEncoding(curve: 'Ed25519' | 'Ed448' | 'X25519' | 'X448', raw: Uint8Array): Uint8Array {
+  if (curve === 'X25519' || curve === 'X448') {
+    const p = curve === 'X25519' ? P25519 : P448;
+    const u = bytesToBigLE(raw);
+    if (u >= p) throw keyError(`${curve} public key is not canonically encoded (u ≥ p)`);
+    if (LOW_ORDER_U[curve].includes(u)) throw keyError(`${curve} public key is a small-order point`);
+    return raw;
+  }
+  const p = curve === 'Ed25519' ? P25519 : P448;
+  const y = curve === 'Ed25519'
+    ? bytesToBigLE(raw) & ((1n << 255n) - 1n)
+    : bytesToBigLE(raw.subarray(0, 56));
+  if (curve === 'Ed448' && ((raw[56] ?? 0) & 0x7f) !== 0) throw keyError('Ed448 public key is not a valid point encoding');
+  if (y >= p) throw keyError(`${curve} public key is not canonically encoded (y ≥ p)`);
+  if (SMALL_ORDER_Y[curve].includes(y)) throw keyError(`${curve} public key is a small-order point`);
+  return raw;
 }
 
 /**

@@ -22,7 +22,7 @@
  */
 import { aobject, astring, describe, fromB64u, fromUtf8, utf8 } from './bytes.js';
 import { ErrorCode, JoseError, ProfileError, type ErrorCodeValue } from './errors.js';
-import { type JweGeneral, type JwsGeneral, parseJsonStrict, signJws, verifyJws } from './jose.js';
+import { type JweGeneral, type JwsGeneral, parseJsonStrict, signJws, verifyJwsSync } from './jose.js';
 import { keyId, publicKeyFromJwk, publicKeyToJwk, type PublicKey } from './keys.js';
 import type { Curve, PublicJwk, Signer } from './signer.js';
 
@@ -545,7 +545,9 @@ function keyEntry(value: unknown, at: string, curves: readonly Curve[]): PublicK
   const udf = str(e.UDF, `${at}.UDF`);
   let key: PublicKey;
   try {
-    key = publicKeyFromJwk(e.PublicParameters);
+    // Encoding checks only: a signature key proves itself when its signature verifies (OpenSSL
+    // decodes the point), and agreement keys are fully validated when they are used.
+    key = publicKeyFromJwk(e.PublicParameters, { check: 'encoding' });
   } catch (err) {
     return bad(`${at}.PublicParameters is not a valid public JWK: ${err instanceof Error ? err.message : String(err)}`, err);
   }
@@ -620,7 +622,7 @@ export async function verifyProfile(signed: string | object, context: VerifyCont
     case ProfileType.Personal:
       return verifyPersonal(decoded as DecodedProfile<'PersonalProfile'>, context);
     case ProfileType.Device: {
-      const device = await verifyDevice(decoded as DecodedProfile<'DeviceProfile'>, context, 'Device Profile');
+      const device = verifyDevice(decoded as DecodedProfile<'DeviceProfile'>, context, 'Device Profile');
       if (context.personal !== undefined) {
         const personal = await resolvePersonal(context.personal, context);
         return checkConnectedDevice(device, personal);
@@ -633,9 +635,10 @@ export async function verifyProfile(signed: string | object, context: VerifyCont
   return fail(ErrorCode.PROFILE_MALFORMED, `unknown profile type ${String(decoded.type)}`);
 }
 
-async function verifySignature(decoded: DecodedProfile, key: PublicKeyEntry, what: string): Promise<void> {
+function verifySignature(decoded: DecodedProfile, key: PublicKeyEntry, what: string): void {
   try {
-    await verifyJws(decoded.signed, (kid) => (kid === key.UDF ? key.PublicParameters : undefined));
+    const pk = publicKeyFromJwk(key.PublicParameters, { check: 'encoding' });
+    verifyJwsSync(decoded.signed, (kid) => (kid === key.UDF ? pk : undefined));
   } catch (e) {
     if (e instanceof JoseError && e.code === ErrorCode.JWS_SIGNATURE) {
       fail(ErrorCode.PROFILE_SIGNATURE, `${what} ${decoded.profile.Identifier}: the signature by ${key.UDF} does not verify (forged or altered)`, e);
@@ -667,7 +670,7 @@ async function verifyMaster(decoded: DecodedProfile<'MasterProfile'>, context: V
   const p = decoded.profile;
   const key = onlySigner(decoded, (kid) => (kid === p.MasterSignatureKey.UDF ? p.MasterSignatureKey : undefined),
     'Master Profile', 'is not its master signature key');
-  await verifySignature(decoded, key, 'Master Profile');
+  verifySignature(decoded, key, 'Master Profile');
   checkCurrent(decoded, context, 'Master Profile');
   return {
     type: 'MasterProfile', profile: p, identifier: p.Identifier, sequence: p.Sequence, signerKeyId: key.UDF,
@@ -675,11 +678,11 @@ async function verifyMaster(decoded: DecodedProfile<'MasterProfile'>, context: V
   };
 }
 
-async function verifyDevice(decoded: DecodedProfile<'DeviceProfile'>, context: VerifyContext, what: string): Promise<VerifiedProfile<'DeviceProfile'>> {
+function verifyDevice(decoded: DecodedProfile<'DeviceProfile'>, context: VerifyContext, what: string): VerifiedProfile<'DeviceProfile'> {
   const p = decoded.profile;
   const key = onlySigner(decoded, (kid) => (kid === p.DeviceSignatureKey.UDF ? p.DeviceSignatureKey : undefined),
     what, 'is not its device signature key');
-  await verifySignature(decoded, key, what);
+  verifySignature(decoded, key, what);
   checkCurrent(decoded, context, what);
   return {
     type: 'DeviceProfile', profile: p, identifier: p.Identifier, sequence: p.Sequence, signerKeyId: key.UDF,
@@ -718,12 +721,12 @@ async function verifyPersonal(decoded: DecodedProfile<'PersonalProfile'>, contex
   const admins = master.profile.OnlineSignatureKeys;
   const key = onlySigner(decoded, (kid) => admins.find((k) => k.UDF === kid), 'Personal Profile',
     `is not an administration key of Master Profile ${master.identifier} (Sequence ${master.sequence})`);
-  await verifySignature(decoded, key, 'Personal Profile');
+  verifySignature(decoded, key, 'Personal Profile');
   checkCurrent(decoded, context, 'Personal Profile');
 
   const deviceContext: VerifyContext = { ...context };
   delete deviceContext.personal;
-  const devices = await Promise.all(p.Devices.map(async (d, i) => {
+  const devices = p.Devices.map((d, i) => {
     let dev: DecodedProfile<'DeviceProfile'>;
     try {
       dev = readProfile(d, ProfileType.Device);
@@ -731,7 +734,7 @@ async function verifyPersonal(decoded: DecodedProfile<'PersonalProfile'>, contex
       return rethrowAt(e, `Personal Profile Devices[${i}]`);
     }
     return verifyDevice(dev, deviceContext, `Device Profile (Devices[${i}])`);
-  }));
+  });
   const seen = new Set<string>();
   for (const [i, d] of devices.entries()) {
     if (seen.has(d.identifier)) fail(ErrorCode.PROFILE_MALFORMED, `Personal Profile Devices[${i}] lists device ${d.identifier} twice`);
@@ -784,7 +787,7 @@ async function verifyApplication(decoded: DecodedProfile<'ApplicationProfile'>, 
   for (const k of personal.master?.profile.OnlineSignatureKeys ?? []) candidates.set(k.UDF, k);
   const key = onlySigner(decoded, (kid) => (entry.AdminDeviceUDF.includes(kid) ? candidates.get(kid) : undefined),
     'Application Profile', `is not listed as an administrator of application ${entry.Type} in Personal Profile ${personal.identifier}`);
-  await verifySignature(decoded, key, 'Application Profile');
+  verifySignature(decoded, key, 'Application Profile');
   checkCurrent(decoded, context, 'Application Profile');
   for (const [i, d] of p.Devices.entries()) {
     if (!personal.devices?.some((v) => v.identifier === d.DeviceUDF)) {

@@ -22,6 +22,11 @@ export interface PublicJwk {
   use?: 'sig' | 'enc';
 }
 
+/** A private JWK (RFC 7517 / RFC 8037): the public members plus `d`. Handle with care; never log it. */
+export interface PrivateJwk extends PublicJwk {
+  d: string;
+}
+
 /** Something that signs: `sign` returns the JWS signature bytes (EdDSA: 64/114 bytes; ES256: raw r‖s, 64 bytes). */
 export interface Signer {
   readonly keyId: string;

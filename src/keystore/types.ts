@@ -9,19 +9,15 @@
  * Defaults: Ed25519/Ed448 → `sign`; X25519/X448 → `derive`; P-256 → `sign` (P-256 may be created
  * with `usage: 'derive'` for ECDH-ES on tokens without X25519).
  */
-import type { Curve, Decrypter, PublicJwk, Signer } from '../core/signer.js';
+import type { Curve, Decrypter, PrivateJwk, PublicJwk, Signer } from '../core/signer.js';
 import { CURVES } from '../core/signer.js';
 import { describe as describeValue } from '../core/bytes.js';
 
-export type { Curve, Decrypter, PublicJwk, Signer };
+export type { Curve, Decrypter, PrivateJwk, PublicJwk, Signer };
 
 /** What a key may do: produce signatures, or do key agreement (ECDH). */
 export type KeyUsage = 'sign' | 'derive';
 
-/** A private JWK (RFC 7517 / RFC 8037): the public members plus `d`. */
-export interface PrivateJwk extends PublicJwk {
-  d: string;
-}
 
 /** Public facts about a stored key. Never contains private material. */
 export interface KeyInfo {

@@ -5,6 +5,7 @@ import { registerShamirCommands } from './shamir.js';
 import { registerKeyCommands } from './key.js';
 import { registerProfileCommands } from './profile.js';
 import { registerDemoCommand } from './demo.js';
+import { registerTokenCommands } from './token.js';
 
 export function registerCommands(program: Command): void {
   registerUdfCommands(program);
@@ -12,4 +13,5 @@ export function registerCommands(program: Command): void {
   registerKeyCommands(program);
   registerProfileCommands(program);
   registerDemoCommand(program);
+  registerTokenCommands(program);
 }

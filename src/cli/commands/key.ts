@@ -9,6 +9,12 @@
  *
  * Passphrases come from --passphrase-file / --pin-file / --passphrase-env / --pin-env, MESHKIT_PASSPHRASE
  * or a prompt (see ../secrets.ts); `show` and `list` need none. Every command takes --json.
+ *
+ * `generate`, `show` and `sign` also take PKCS#11 URIs (RFC 7512), e.g.
+ *   pkcs11:token=Master;object=master-sign?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/run/pin
+ * The module is the URI's module-path, else --module, else MESHKIT_PKCS11_MODULE, else SoftHSM's default.
+ * The PIN comes from --pin-file / --pin-env (or the --passphrase-* spellings), else the URI's pin-source
+ * (or pin-value, with a warning), else MESHKIT_PIN, else a masked prompt; never from argv.
  * Exit codes: 0 ok, 1 failed (wrong passphrase, missing key, corrupt store, unreadable file), 2 usage.
  */
 import { existsSync } from 'node:fs';
@@ -17,6 +23,9 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ErrorCode, MeshkitError } from '../../core/errors.js';
 import { CURVES, type Curve } from '../../core/signer.js';
 import { signJws } from '../../core/jose.js';
+import { formatPkcs11Uri, parsePkcs11Uri, type Pkcs11Uri } from '../../keystore/pkcs11/uri.js';
+import { pinSourceFromUri } from '../../keystore/pkcs11/pin.js';
+import { resolveModulePath, withCkrName } from './token.js';
 import {
   DEFAULT_KDF_COST,
   MAX_KDF_COST,
@@ -26,7 +35,9 @@ import {
   openKeyReference,
   parseKeyReference,
   parseStoreReference,
+  type KeyHandle,
   type KeyInfo,
+  type KeyStore,
   type KeyUsage,
 } from '../../keystore/index.js';
 import { emit, note } from '../output.js';
@@ -38,6 +49,7 @@ interface JsonOption {
 }
 interface GenerateOptions extends SecretCliOptions, JsonOption {
   key: string;
+  module?: string;
   alg: Curve;
   usage?: KeyUsage;
   extractable?: boolean;
@@ -45,6 +57,7 @@ interface GenerateOptions extends SecretCliOptions, JsonOption {
 }
 interface ShowOptions extends SecretCliOptions, JsonOption {
   key: string;
+  module?: string;
 }
 interface SignOptions extends ShowOptions {
   cty?: string;
@@ -76,6 +89,54 @@ function pkcs11NotYet(): MeshkitError {
   return new MeshkitError(ErrorCode.NOT_SUPPORTED, 'PKCS#11 key references are not supported by this command yet');
 }
 
+/** A parsed `pkcs11:` key reference with the module resolved and the PIN source chosen. */
+interface Pkcs11Target {
+  uri: Pkcs11Uri;
+  modulePath: string;
+  pin: () => Promise<Uint8Array>;
+}
+
+/**
+ * Parses a `pkcs11:` key reference for a command: prints the URI's warnings (pin-value) on stderr,
+ * resolves the module and picks the PIN source (--pin-* / --passphrase-* options, then the URI's
+ * pin-source or pin-value, then MESHKIT_PIN, then the prompt).
+ */
+function pkcs11Target(raw: string, opts: SecretCliOptions & { module?: string }): Pkcs11Target {
+  const { uri, warnings } = parsePkcs11Uri(raw);
+  for (const w of warnings) process.stderr.write(`meshkit: warning: ${w}\n`);
+  if (uri.token === undefined && uri.serial === undefined && uri.slotId === undefined) {
+    throw new UsageError('the pkcs11: URI must name the token (token=LABEL, serial= or slot-id=)');
+  }
+  const modulePath = resolveModulePath(uri.modulePath ?? opts.module);
+  const optionGiven = [opts.passphraseFile, opts.pinFile, opts.passphraseEnv, opts.pinEnv].some((v) => v !== undefined);
+  const subject = `token ${uri.token ?? uri.serial ?? String(uri.slotId)}`;
+  const fromUri = optionGiven ? undefined : pinSourceFromUri(uri);
+  const pin = fromUri ?? secretSource(opts, { purpose: 'PIN', subject });
+  return { uri, modulePath, pin };
+}
+
+/** The KeyInfo of a token key as printed by `key show` / `key generate` (adds where it is and that it is sensitive). */
+function tokenKeyJson(info: KeyInfo, uri: Pkcs11Uri): Record<string, unknown> {
+  return { ...info, token: uri.token ?? null, sensitive: true };
+}
+
+function describeTokenKey(info: KeyInfo): string {
+  return [
+    describeInfo(info),
+    `sensitive    yes (the private key never leaves the token${info.extractable ? '' : '; CKA_EXTRACTABLE=false'})`,
+  ].join('\n');
+}
+
+/** Opens the token key a `pkcs11:` URI names (object= / id= / type=). */
+async function openTokenKey(t: Pkcs11Target): Promise<{ store: KeyStore; handle: KeyHandle }> {
+  if (t.uri.object === undefined && t.uri.id === undefined) throw new UsageError('the pkcs11: URI must name the key (object=LABEL or id=%XX…)');
+  // The PIN source was chosen in pkcs11Target (options before the URI's own), so the adapter gets none.
+  const { pinValue: _pinValue, pinSource: _pinSource, ...rest } = t.uri;
+  // Loaded on demand: only PKCS#11 commands load the native pkcs11js binding.
+  const { openPkcs11KeyReference } = await import('../../keystore/pkcs11/store.js');
+  return openPkcs11KeyReference(formatPkcs11Uri({ ...rest, modulePath: t.modulePath }), t.pin);
+}
+
 async function readInput(file: string): Promise<Uint8Array> {
   if (file === '-') {
     const chunks: Buffer[] = [];
@@ -96,8 +157,9 @@ export function registerKeyCommands(program: Command): void {
   addSecretOptions(
     key
       .command('generate')
-      .description('generate a key in a software key store (created if missing)')
-      .requiredOption('--key <uri>', 'where to put the key: file:PATH#LABEL')
+      .description('generate a key in a software key store (created if missing) or on a PKCS#11 token')
+      .requiredOption('--key <uri>', 'where to put the key: file:PATH#LABEL or pkcs11:token=T;object=LABEL[?module-path=LIB]')
+      .option('--module <lib>', 'PKCS#11 library when the pkcs11: URI has no module-path (default $MESHKIT_PKCS11_MODULE, else SoftHSM)')
       .addOption(new Option('--alg <alg>', 'key algorithm').choices(CURVES).makeOptionMandatory())
       .addOption(new Option('--usage <usage>', 'sign or derive (default: sign for Ed*/P-256, derive for X*)').choices(['sign', 'derive']))
       .option('--extractable', 'allow the private key to be exported later (escrow)')
@@ -106,9 +168,31 @@ export function registerKeyCommands(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (opts: GenerateOptions) => {
       const ref = parseKeyReference(opts.key);
-      if (ref.kind !== 'file') throw pkcs11NotYet();
       if (opts.usage !== undefined && !allowedUsages(opts.alg).includes(opts.usage)) {
         throw new UsageError(`--usage ${opts.usage} is not possible for ${opts.alg} (allowed: ${allowedUsages(opts.alg).join(', ')})`);
+      }
+      if (ref.kind === 'pkcs11') {
+        const t = pkcs11Target(ref.raw, opts);
+        if (t.uri.object === undefined) throw new UsageError('the pkcs11: URI must give the new key\'s label (object=LABEL)');
+        if (t.uri.id !== undefined) throw new UsageError('do not give id= for a new key: meshkit sets CKA_ID from the key UDF');
+        if (opts.kdfCost !== undefined) throw new UsageError('--kdf-cost is for software key stores only');
+        const { object, type: _type, pinValue: _pinValue, pinSource: _pinSource, ...tokenUri } = t.uri;
+        try {
+          const { Pkcs11KeyStore } = await import('../../keystore/pkcs11/store.js');
+          const store = await Pkcs11KeyStore.open(tokenUri, t.pin, { modulePath: t.modulePath });
+          try {
+            const handle = await store.generate(object, opts.alg, {
+              ...(opts.usage === undefined ? {} : { usage: opts.usage }),
+              extractable: opts.extractable === true,
+            });
+            emit({ json: opts.json === true }, tokenKeyJson(handle.info, t.uri), () => describeTokenKey(handle.info));
+          } finally {
+            await store.close();
+          }
+        } catch (e) {
+          throw withCkrName(e);
+        }
+        return;
       }
       const isNew = !existsSync(ref.path);
       const source = secretSource(opts, { confirm: isNew, subject: `key store ${ref.path}` });
@@ -131,13 +215,27 @@ export function registerKeyCommands(program: Command): void {
   addSecretOptions(
     key
       .command('show')
-      .description('show a key: key UDF, algorithm, public JWK, where it lives (no passphrase needed)')
-      .requiredOption('--key <uri>', 'the key: file:PATH#LABEL'),
+      .description('show a key: key UDF, algorithm, public JWK, where it lives (no passphrase needed for file: keys)')
+      .requiredOption('--key <uri>', 'the key: file:PATH#LABEL or pkcs11:token=T;object=LABEL')
+      .option('--module <lib>', 'PKCS#11 library when the pkcs11: URI has no module-path'),
   )
     .option('--json', 'print JSON')
     .action(async (opts: ShowOptions) => {
       const ref = parseKeyReference(opts.key);
-      if (ref.kind !== 'file') throw pkcs11NotYet();
+      if (ref.kind === 'pkcs11') {
+        const t = pkcs11Target(ref.raw, opts);
+        try {
+          const { store, handle } = await openTokenKey(t);
+          try {
+            emit({ json: opts.json === true }, tokenKeyJson(handle.info, t.uri), () => describeTokenKey(handle.info));
+          } finally {
+            await store.close();
+          }
+        } catch (e) {
+          throw withCkrName(e);
+        }
+        return;
+      }
       const { store, handle } = await openKeyReference(opts.key, secretSource(opts), { deferUnlock: true });
       try {
         emit({ json: opts.json === true }, handle.info, () => describeInfo(handle.info));
@@ -150,14 +248,30 @@ export function registerKeyCommands(program: Command): void {
     key
       .command('sign')
       .description("sign a file's bytes: prints a General JSON JWS, kid = key UDF in the protected header")
-      .requiredOption('--key <uri>', 'the signing key: file:PATH#LABEL')
+      .requiredOption('--key <uri>', 'the signing key: file:PATH#LABEL or pkcs11:token=T;object=LABEL')
+      .option('--module <lib>', 'PKCS#11 library when the pkcs11: URI has no module-path')
       .option('--cty <type>', 'content type for the protected header')
       .argument('<file>', 'the file to sign, or - for stdin'),
   )
     .option('--json', 'print JSON')
     .action(async (file: string, opts: SignOptions) => {
       const ref = parseKeyReference(opts.key);
-      if (ref.kind !== 'file') throw pkcs11NotYet();
+      if (ref.kind === 'pkcs11') {
+        const t = pkcs11Target(ref.raw, opts);
+        const data = await readInput(file);
+        try {
+          const { store, handle } = await openTokenKey(t);
+          try {
+            const jws = await signJws(data, [handle.signer()], opts.cty === undefined ? {} : { cty: opts.cty });
+            emit({ json: opts.json === true }, jws, () => JSON.stringify(jws, null, 2));
+          } finally {
+            await store.close();
+          }
+        } catch (e) {
+          throw withCkrName(e);
+        }
+        return;
+      }
       const data = await readInput(file);
       const { store, handle } = await openKeyReference(opts.key, secretSource(opts, { subject: `key store ${ref.path}` }), {
         deferUnlock: true,

@@ -1,0 +1,1077 @@
+/**
+ * `Pkcs11KeyStore`: a logged-in view of one PKCS#11 token as a meshkit {@link KeyStore}.
+ *
+ * Objects: every key is a CKO_PRIVATE_KEY + CKO_PUBLIC_KEY pair with the same CKA_LABEL (the store
+ * label) and CKA_ID = the first 16 bytes of the binary key UDF (`udfParse(keyId).bytes`), so
+ * `pkcs11-tool -O` shows the label and an ID that names the key. The public point is read from the
+ * public object's CKA_EC_POINT (DER-wrapped or raw) and the curve from CKA_EC_PARAMS.
+ *
+ * Key types: Ed25519/Ed448 → CKK_EC_EDWARDS + CKM_EC_EDWARDS_KEY_PAIR_GEN; X25519/X448 →
+ * CKK_EC_MONTGOMERY when the token offers CKM_EC_MONTGOMERY_KEY_PAIR_GEN, else CKK_EC_EDWARDS with
+ * the Montgomery OID (SoftHSM 2.6); P-256 → CKK_EC + CKM_EC_KEY_PAIR_GEN, CKA_SIGN or CKA_DERIVE by usage.
+ * Private keys: CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE = true, CKA_EXTRACTABLE = false unless asked.
+ *
+ * Errors (the choice the contract asks to document): `get(label)` of a missing label is a
+ * KeyStoreError ERR_KEYSTORE_NOT_FOUND listing the labels present (the KeyStore contract); two
+ * private keys with the label are a Pkcs11Error ERR_PKCS11_OBJECT_AMBIGUOUS naming both CKA_IDs.
+ * `getById(id)` of a missing id is a Pkcs11Error ERR_PKCS11_OBJECT_NOT_FOUND.
+ *
+ * Sessions: the store keeps one read-write session (login is per token, so every session of the
+ * process shares it); all operations are synchronous Cryptoki calls on it, so two operations never
+ * interleave. A session closed underneath (token removed, C_CloseAllSessions) gives
+ * ERR_PKCS11_TOKEN_REMOVED, never an untyped crash.
+ */
+import { createHash, createPrivateKey, createPublicKey, randomBytes, verify as nodeVerify } from 'node:crypto';
+import type * as pkcs11js from 'pkcs11js';
+import { abytes, aobject, fromB64u, toHex, wipe } from '../../core/bytes.js';
+import { ErrorCode, KeyError, KeyStoreError, MeshkitError, Pkcs11Error, UnsupportedError } from '../../core/errors.js';
+import {
+  curveFromEcParams,
+  ecParams,
+  keyId as computeKeyId,
+  publicKeyFromEcPoint,
+  publicKeyFromJwk,
+  publicKeyObject,
+  publicKeyToEcPoint,
+  publicKeyToJwk,
+  signatureAlgorithmFor,
+  type PublicKey,
+} from '../../core/keys.js';
+import type { Curve, Decrypter, PublicJwk, Signer } from '../../core/signer.js';
+import { udfParse } from '../../core/udf.js';
+import type { SecretSource } from '../software.js';
+import {
+  acurve,
+  alabel,
+  resolveUsage,
+  type KeyCreateOptions,
+  type KeyHandle,
+  type KeyInfo,
+  type KeyStore,
+  type KeyUsage,
+  type PrivateJwk,
+} from '../types.js';
+import { CKK_EC_EDWARDS, CKK_EC_MONTGOMERY, CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EC_MONTGOMERY_KEY_PAIR_GEN, CKM_EDDSA, mechanismName, pk } from './constants.js';
+import { isCkr, toPkcs11Error } from './errors.js';
+import { probeCapabilities, type TokenCapabilities } from './capabilities.js';
+import { Pkcs11Module, readTokenInfo, type SlotInfo, type TokenInfo } from './module.js';
+import { pinSourceFromUri } from './pin.js';
+import { Pkcs11Session, withPin } from './session.js';
+import { formatPkcs11Uri, parsePkcs11Uri, type Pkcs11Uri } from './uri.js';
+
+/** Options for {@link Pkcs11KeyStore.open}. */
+export interface Pkcs11StoreOptions {
+  /** The module when the URI has no `module-path` (then `MESHKIT_PKCS11_MODULE` is tried). */
+  modulePath?: string;
+}
+
+/** Extra options for keys on a token. */
+export interface Pkcs11KeyCreateOptions extends KeyCreateOptions {
+  /** CKA_ALWAYS_AUTHENTICATE: the PIN is asked again (context-specific login) before every signature. */
+  alwaysAuthenticate?: boolean;
+  /** X25519/X448 only: force the key type (default: CKK_EC_MONTGOMERY when offered, else CKK_EC_EDWARDS). */
+  keyType?: 'CKK_EC_MONTGOMERY' | 'CKK_EC_EDWARDS';
+}
+
+/** Wrap mechanisms meshkit uses. */
+export type WrapMechanism = 'CKM_AES_KEY_WRAP' | 'CKM_AES_KEY_WRAP_PAD';
+
+/**
+ * Test seam: called after key objects exist and before they are finished (CKA_ID set / public
+ * object created). A throw here must leave no object behind.
+ * @internal
+ */
+export const _faultInjection: { afterObjectsCreated?: ((stage: 'generate' | 'import' | 'unwrap') => void) | undefined } = {};
+
+const PRIVATE_LENGTH: Record<Curve, number> = { Ed25519: 32, Ed448: 57, X25519: 32, X448: 56, 'P-256': 32 };
+const SIG_LENGTH: Record<string, number> = { Ed25519: 64, Ed448: 114, 'P-256': 64 };
+const Z_LENGTH: Record<Curve, number> = { Ed25519: 0, Ed448: 0, X25519: 32, X448: 56, 'P-256': 32 };
+const PKCS8_PREFIX: Record<Curve, string> = {
+  Ed25519: '302e020100300506032b657004220420',
+  X25519: '302e020100300506032b656e04220420',
+  Ed448: '3047020100300506032b6571043b0439',
+  X448: '3046020100300506032b656f043a0438',
+  'P-256': '3041020100301306072a8648ce3d020106082a8648ce3d030107042730250201010420',
+};
+const P256_ORDER = Buffer.from('ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551', 'hex');
+
+/** One key on the token, as read from its objects. */
+interface KeyRecord {
+  priv: Buffer;
+  pub: Buffer | undefined;
+  label: string;
+  id: Buffer;
+  curve: Curve;
+  usage: KeyUsage;
+  extractable: boolean;
+  alwaysAuthenticate: boolean;
+  publicKey: PublicKey;
+  keyId: string;
+}
+
+function ulong(buf: Buffer | undefined): number | undefined {
+  if (buf === undefined || buf.length === 0) return undefined;
+  if (buf.length >= 8) return Number(buf.readBigUInt64LE(0));
+  return buf.readUInt32LE(0);
+}
+
+function bool(buf: Buffer | undefined): boolean {
+  return buf !== undefined && buf.length > 0 && buf[0] !== 0;
+}
+
+/** The CKA_ID meshkit gives a key: the first 16 bytes of its binary key UDF (after the type byte). */
+export function keyObjectId(keyId: string): Buffer {
+  return Buffer.from(udfParse(keyId).bytes.slice(0, 16));
+}
+
+/** Raw r‖s (64 bytes) from what a token returned: raw already, or DER (some tokens). */
+export function ecdsaToRaw(sig: Uint8Array): Uint8Array {
+  if (sig.length === 64) return sig;
+  if (sig[0] === 0x30 && sig.length >= 8) {
+    let i = 2;
+    const out = new Uint8Array(64);
+    for (let k = 0; k < 2; k++) {
+      if (sig[i] !== 0x02) break;
+      const len = sig[i + 1] ?? 0;
+      let v = sig.subarray(i + 2, i + 2 + len);
+      while (v.length > 32 && v[0] === 0) v = v.subarray(1);
+      if (v.length > 32) break;
+      out.set(v, k * 32 + (32 - v.length));
+      i += 2 + len;
+      if (k === 1) return out;
+    }
+  }
+  throw new Pkcs11Error(ErrorCode.PKCS11, `the token returned an ECDSA signature of ${sig.length} bytes that is neither raw r||s nor DER`, {
+    operation: 'C_Sign',
+  });
+}
+
+/** A public KeyObject, JWK and key id of a raw private key (node:crypto), with the PKCS#8 copy wiped. */
+function publicOfPrivate(curve: Curve, raw: Uint8Array): PublicKey {
+  const der = Buffer.concat([Buffer.from(PKCS8_PREFIX[curve], 'hex'), raw]);
+  try {
+    const jwk = createPublicKey(createPrivateKey({ key: der, format: 'der', type: 'pkcs8' })).export({ format: 'jwk' });
+    return publicKeyFromJwk({ kty: jwk.kty, crv: jwk.crv, x: jwk.x, ...(jwk.y === undefined ? {} : { y: jwk.y }) });
+  } catch (e) {
+    throw new KeyError(ErrorCode.KEY_INVALID, `"privateJwk.d" is not a valid ${curve} private key`, { cause: e });
+  } finally {
+    wipe(der);
+  }
+}
+
+function assertOwnStoreHandle(handles: WeakMap<KeyHandle, KeyRecord>, h: KeyHandle): KeyRecord {
+  const r = handles.get(h);
+  if (r === undefined) throw new TypeError('"key" expected a KeyHandle from this Pkcs11KeyStore');
+  return r;
+}
+
+/** A logged-in view of one token. Open with {@link Pkcs11KeyStore.open}; close (or `await using`) when done. */
+export class Pkcs11KeyStore implements KeyStore {
+  /** The token's URI (token label + module path), e.g. `pkcs11:token=master?module-path=…`. */
+  readonly uri: string;
+  /** Token information at open time. */
+  readonly token: TokenInfo;
+  readonly module: Pkcs11Module;
+  readonly slot: SlotInfo;
+  /** Warnings from parsing the URI (e.g. pin-value is unsafe). */
+  readonly warnings: readonly string[];
+  #session: Pkcs11Session;
+  #pin: SecretSource;
+  #mechanisms: Set<number>;
+  #handles = new WeakMap<KeyHandle, KeyRecord>();
+  #closed = false;
+
+  private constructor(module: Pkcs11Module, slot: SlotInfo, session: Pkcs11Session, pin: SecretSource, warnings: string[]) {
+    this.module = module;
+    this.slot = slot;
+    this.token = slot.token as TokenInfo;
+    this.#session = session;
+    this.#pin = pin;
+    this.warnings = warnings;
+    this.#mechanisms = new Set(session.lib.C_GetMechanismList(slot.handle));
+    this.uri = formatPkcs11Uri({ token: this.token.label, modulePath: module.path });
+  }
+
+  /**
+   * Opens the token a URI names and logs in.
+   * @param uri a `pkcs11:` URI (string or parsed) naming the token (token / serial / … attributes) and
+   *   usually the module (`module-path`); object attributes are ignored here.
+   * @param pin the user PIN source; the URI's `pin-source` / `pin-value` take precedence when present.
+   * @throws Pkcs11Error ERR_PKCS11_URI_INVALID, ERR_PKCS11_MODULE (no or bad module),
+   *   ERR_PKCS11_TOKEN_NOT_FOUND (lists the tokens present), ERR_PKCS11_PIN_INCORRECT (says what the
+   *   token reports about tries left), ERR_PKCS11_PIN_LOCKED; KeyStoreError ERR_SECRET_SOURCE.
+   */
+  static async open(uri: string | Pkcs11Uri, pin: SecretSource, opts: Pkcs11StoreOptions = {}): Promise<Pkcs11KeyStore> {
+    let parsed: Pkcs11Uri;
+    let warnings: string[] = [];
+    if (typeof uri === 'string') ({ uri: parsed, warnings } = parsePkcs11Uri(uri));
+    else if (typeof uri === 'object' && uri !== null) parsed = uri;
+    else throw new TypeError(`"uri" expected a pkcs11: URI string or a parsed Pkcs11Uri`);
+    const modulePath = parsed.modulePath ?? opts.modulePath ?? process.env['MESHKIT_PKCS11_MODULE'];
+    if (modulePath === undefined || modulePath === '') {
+      throw new Pkcs11Error(
+        ErrorCode.PKCS11_MODULE,
+        'no PKCS#11 module: add ?module-path=/path/to/module.so to the URI (e.g. /usr/lib/softhsm/libsofthsm2.so) or set MESHKIT_PKCS11_MODULE',
+      );
+    }
+    const source = pinSourceFromUri(parsed) ?? pin;
+    const module = await Pkcs11Module.open(modulePath);
+    let session: Pkcs11Session | undefined;
+    try {
+      const slot = await module.findToken(parsed);
+      session = Pkcs11Session.open(module, slot);
+      await session.login(source);
+      return new Pkcs11KeyStore(module, slot, session, source, warnings);
+    } catch (e) {
+      await session?.close();
+      await module.close();
+      throw e;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // KeyStore
+
+  /**
+   * Every meshkit-usable key on the token (EC / Edwards / Montgomery private keys with a public
+   * point), in label order.
+   * @throws Pkcs11Error (ERR_PKCS11_TOKEN_REMOVED when the session is gone).
+   */
+  async list(): Promise<KeyInfo[]> {
+    const records = this.#run('listing keys', () => this.#privateKeys([]).map((h) => this.#record(h)));
+    return records
+      .filter((r): r is KeyRecord => r !== undefined)
+      .map((r) => this.#info(r))
+      .sort((a, b) => (a.label < b.label ? -1 : a.label > b.label ? 1 : 0));
+  }
+
+  /**
+   * Generates a key pair on the token.
+   * @throws TypeError / RangeError for bad arguments; KeyStoreError ERR_KEYSTORE_EXISTS when the label is taken.
+   * @throws UnsupportedError ERR_NOT_SUPPORTED naming token and mechanism when the token lacks it.
+   * @throws Pkcs11Error for a Cryptoki failure (nothing is left behind).
+   */
+  async generate(label: string, curve: Curve, opts: Pkcs11KeyCreateOptions = {}): Promise<KeyHandle> {
+    alabel(label);
+    acurve(curve);
+    aobject(opts, 'opts');
+    const usage = resolveUsage(curve, opts.usage);
+    this.#assertOpen();
+    this.#assertLabelFree(label);
+    const keyType = this.#keyTypeFor(curve, opts.keyType);
+    const genMech = curve === 'P-256' ? pk('CKM_EC_KEY_PAIR_GEN') : keyType === CKK_EC_MONTGOMERY ? CKM_EC_MONTGOMERY_KEY_PAIR_GEN : CKM_EC_EDWARDS_KEY_PAIR_GEN;
+    this.#requireMechanism(genMech, `generating ${curve} keys`);
+    this.#requireUsageMechanism(curve, usage);
+    const lib = this.#session.lib;
+    const tmpId = randomBytes(16);
+    const common = [
+      { type: pk('CKA_TOKEN'), value: true },
+      { type: pk('CKA_KEY_TYPE'), value: keyType },
+      { type: pk('CKA_LABEL'), value: label },
+      { type: pk('CKA_ID'), value: tmpId },
+    ];
+    const publicTemplate: pkcs11js.Template = [
+      ...common,
+      { type: pk('CKA_CLASS'), value: pk('CKO_PUBLIC_KEY') },
+      { type: pk('CKA_PRIVATE'), value: false },
+      { type: pk('CKA_EC_PARAMS'), value: Buffer.from(ecParams(curve)) },
+      ...(usage === 'sign' ? [{ type: pk('CKA_VERIFY'), value: true }] : []),
+    ];
+    const privateTemplate: pkcs11js.Template = [
+      ...common,
+      ...this.#privateAttributes(usage, opts),
+    ];
+    let pair: pkcs11js.KeyPair;
+    try {
+      pair = lib.C_GenerateKeyPair(this.#session.handle, { mechanism: genMech }, publicTemplate, privateTemplate);
+    } catch (e) {
+      throw this.#mapError(e, 'C_GenerateKeyPair', `generating ${curve} key ${JSON.stringify(label)}`);
+    }
+    try {
+      const point = this.#session.attributes(pair.publicKey, [pk('CKA_EC_POINT')]).get(pk('CKA_EC_POINT'));
+      if (point === undefined) throw new Pkcs11Error(ErrorCode.PKCS11, `the new ${curve} public key has no CKA_EC_POINT`, { operation: 'C_GetAttributeValue' });
+      const publicKey = publicKeyFromEcPoint(curve, point);
+      const keyId = computeKeyId(publicKey);
+      const id = keyObjectId(keyId);
+      _faultInjection.afterObjectsCreated?.('generate');
+      this.#setId(pair.publicKey, id);
+      this.#setId(pair.privateKey, id);
+      return this.#handle({
+        priv: pair.privateKey,
+        pub: pair.publicKey,
+        label,
+        id,
+        curve,
+        usage,
+        extractable: opts.extractable === true,
+        alwaysAuthenticate: opts.alwaysAuthenticate === true,
+        publicKey,
+        keyId,
+      });
+    } catch (e) {
+      this.#session.destroyQuietly(pair.privateKey);
+      this.#session.destroyQuietly(pair.publicKey);
+      throw this.#mapError(e, 'C_SetAttributeValue', `finishing ${curve} key ${JSON.stringify(label)} (the new objects were deleted)`);
+    }
+  }
+
+  /**
+   * Imports a private key (C_CreateObject) as sensitive and non-extractable (unless asked), with its
+   * public key object.
+   * @throws KeyError ERR_KEY_INVALID when the JWK is malformed or its public part does not belong to `d`.
+   * @throws KeyStoreError ERR_KEYSTORE_EXISTS; UnsupportedError; Pkcs11Error (nothing is left behind).
+   */
+  async importPrivate(label: string, privateJwk: PrivateJwk, opts: Pkcs11KeyCreateOptions = {}): Promise<KeyHandle> {
+    alabel(label);
+    const jwk = aobject(privateJwk, 'privateJwk');
+    aobject(opts, 'opts');
+    const curve = acurve(jwk['crv'], 'privateJwk.crv');
+    const usage = resolveUsage(curve, opts.usage);
+    if (typeof jwk['d'] !== 'string') throw new KeyError(ErrorCode.KEY_INVALID, `"privateJwk.d" missing: not a private JWK`);
+    let raw: Uint8Array;
+    try {
+      raw = fromB64u(jwk['d'], 'privateJwk.d');
+    } catch (e) {
+      throw new KeyError(ErrorCode.KEY_INVALID, `"privateJwk.d" is not base64url`, { cause: e });
+    }
+    const value = Buffer.from(raw);
+    try {
+      if (raw.length !== PRIVATE_LENGTH[curve]) {
+        throw new KeyError(ErrorCode.KEY_INVALID, `"privateJwk.d" expected ${PRIVATE_LENGTH[curve]} bytes for ${curve}, got ${raw.length}`);
+      }
+      if (curve === 'P-256' && (value.equals(Buffer.alloc(32)) || Buffer.compare(value, P256_ORDER) >= 0)) {
+        throw new KeyError(ErrorCode.KEY_INVALID, `"privateJwk.d" is out of range for P-256`);
+      }
+      const { d: _d, ...publicPart } = jwk;
+      const claimed = publicKeyFromJwk(publicPart);
+      const actual = publicOfPrivate(curve, raw);
+      const keyId = computeKeyId(actual);
+      if (claimed.curve !== curve || computeKeyId(claimed) !== keyId) {
+        throw new KeyError(ErrorCode.KEY_INVALID, `"privateJwk": the public key (x/y) does not belong to d`);
+      }
+      this.#assertOpen();
+      this.#assertLabelFree(label);
+      const keyType = this.#keyTypeFor(curve, opts.keyType);
+      this.#requireUsageMechanism(curve, usage);
+      const id = keyObjectId(keyId);
+      const priv = this.#create(
+        [
+          { type: pk('CKA_CLASS'), value: pk('CKO_PRIVATE_KEY') },
+          { type: pk('CKA_KEY_TYPE'), value: keyType },
+          { type: pk('CKA_TOKEN'), value: true },
+          { type: pk('CKA_LABEL'), value: label },
+          { type: pk('CKA_ID'), value: id },
+          { type: pk('CKA_EC_PARAMS'), value: Buffer.from(ecParams(curve)) },
+          { type: pk('CKA_VALUE'), value },
+          ...this.#privateAttributes(usage, opts),
+        ],
+        `importing ${curve} key ${JSON.stringify(label)}`,
+      );
+      let pub: Buffer | undefined;
+      try {
+        _faultInjection.afterObjectsCreated?.('import');
+        pub = this.#createPublic(actual, label, id, usage, keyType);
+      } catch (e) {
+        this.#session.destroyQuietly(priv);
+        throw this.#mapError(e, 'C_CreateObject', `importing ${curve} key ${JSON.stringify(label)} (the private object was deleted)`);
+      }
+      return this.#handle({
+        priv,
+        pub,
+        label,
+        id,
+        curve,
+        usage,
+        extractable: opts.extractable === true,
+        alwaysAuthenticate: opts.alwaysAuthenticate === true,
+        publicKey: actual,
+        keyId,
+      });
+    } finally {
+      wipe(raw, value);
+    }
+  }
+
+  /**
+   * The key whose private object has CKA_LABEL = `label`.
+   * @throws KeyStoreError ERR_KEYSTORE_NOT_FOUND listing the labels present.
+   * @throws Pkcs11Error ERR_PKCS11_OBJECT_AMBIGUOUS naming the CKA_IDs when two keys share the label.
+   */
+  async get(label: string): Promise<KeyHandle> {
+    alabel(label);
+    return this.#handle(await this.#findOne({ label }));
+  }
+
+  /**
+   * The key whose private object has CKA_ID = `id`.
+   * @throws TypeError if `id` is not a Uint8Array.
+   * @throws Pkcs11Error ERR_PKCS11_OBJECT_NOT_FOUND, or ERR_PKCS11_OBJECT_AMBIGUOUS.
+   */
+  async getById(id: Uint8Array): Promise<KeyHandle> {
+    abytes(id, 'id');
+    return this.#handle(await this.#findOne({ id }));
+  }
+
+  /**
+   * The key matching a label and / or an id (what an object URI names).
+   * @throws as {@link get} (by label) or {@link getById} (by id only).
+   */
+  async find(match: { label?: string; id?: Uint8Array }): Promise<KeyHandle> {
+    if (match.label === undefined && match.id === undefined) throw new TypeError('"match" needs a label or an id');
+    if (match.label !== undefined) alabel(match.label);
+    if (match.id !== undefined) abytes(match.id, 'id');
+    return this.#handle(await this.#findOne(match));
+  }
+
+  /**
+   * Destroys the private and public objects of the key labelled `label`.
+   * @throws KeyStoreError ERR_KEYSTORE_NOT_FOUND; Pkcs11Error ERR_PKCS11_OBJECT_AMBIGUOUS or a Cryptoki failure.
+   */
+  async delete(label: string): Promise<void> {
+    alabel(label);
+    const r = await this.#findOne({ label }, true);
+    this.#run(`deleting key ${JSON.stringify(label)}`, () => {
+      const lib = this.#session.lib;
+      const publics = this.#session.find([
+        { type: pk('CKA_CLASS'), value: pk('CKO_PUBLIC_KEY') },
+        { type: pk('CKA_ID'), value: r.id },
+      ]);
+      try {
+        lib.C_DestroyObject(this.#session.handle, r.priv);
+      } catch (e) {
+        throw this.#mapError(e, 'C_DestroyObject', `deleting key ${JSON.stringify(label)}`);
+      }
+      for (const p of publics) this.#session.destroyQuietly(p);
+    });
+  }
+
+  /** Closes the session and releases the module. Handles stop working. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#session.close();
+    await this.module.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Beyond KeyStore
+
+  /**
+   * The capability probe of this token (see {@link TokenCapabilities}).
+   * @throws Pkcs11Error.
+   */
+  async capabilities(): Promise<TokenCapabilities> {
+    this.#assertOpen();
+    return this.#run('probing capabilities', () => probeCapabilities(this.#session.lib, this.slot.handle));
+  }
+
+  /** Current token information (PIN flags change after failed logins). @throws Pkcs11Error. */
+  tokenInfo(): TokenInfo {
+    return this.#run('reading token info', () => readTokenInfo(this.#session.lib, this.slot.handle));
+  }
+
+  /**
+   * Generates an AES key-encryption key on the token (CKA_WRAP / CKA_UNWRAP, sensitive, non-extractable).
+   * @param bits 128, 192 or 256 (default 256).
+   * @throws KeyStoreError ERR_KEYSTORE_EXISTS; UnsupportedError when the token has no CKM_AES_KEY_GEN.
+   */
+  async generateAesKek(label: string, bits = 256): Promise<{ label: string; id: Uint8Array }> {
+    alabel(label);
+    if (bits !== 128 && bits !== 192 && bits !== 256) throw new RangeError(`"bits" expected 128, 192 or 256, got ${bits}`);
+    this.#assertOpen();
+    if (this.#session.find([{ type: pk('CKA_LABEL'), value: label }]).length > 0) throw this.#exists(label);
+    this.#requireMechanism(pk('CKM_AES_KEY_GEN'), 'generating an AES key-encryption key');
+    const id = randomBytes(16);
+    const lib = this.#session.lib;
+    try {
+      lib.C_GenerateKey(this.#session.handle, { mechanism: pk('CKM_AES_KEY_GEN') }, [
+        { type: pk('CKA_CLASS'), value: pk('CKO_SECRET_KEY') },
+        { type: pk('CKA_KEY_TYPE'), value: pk('CKK_AES') },
+        { type: pk('CKA_TOKEN'), value: true },
+        { type: pk('CKA_PRIVATE'), value: true },
+        { type: pk('CKA_SENSITIVE'), value: true },
+        { type: pk('CKA_EXTRACTABLE'), value: false },
+        { type: pk('CKA_WRAP'), value: true },
+        { type: pk('CKA_UNWRAP'), value: true },
+        { type: pk('CKA_VALUE_LEN'), value: bits / 8 },
+        { type: pk('CKA_LABEL'), value: label },
+        { type: pk('CKA_ID'), value: id },
+      ]);
+    } catch (e) {
+      throw this.#mapError(e, 'C_GenerateKey', `generating AES key-encryption key ${JSON.stringify(label)}`);
+    }
+    return { label, id: new Uint8Array(id) };
+  }
+
+  /**
+   * Wraps a private key (created `extractable: true`) under an AES key-encryption key on the token.
+   * @param key a handle from this store, or the key's label.
+   * @param wrappingKeyLabel the CKA_LABEL of the AES KEK.
+   * @throws UnsupportedError ERR_NOT_SUPPORTED naming token and mechanism when the token lacks the
+   *   mechanism, refuses this key type (SoftHSM 2.6: EdDSA keys, CKR_KEY_NOT_WRAPPABLE) or the key is not extractable.
+   * @throws KeyStoreError ERR_KEYSTORE_NOT_FOUND; Pkcs11Error ERR_PKCS11_OBJECT_NOT_FOUND (no KEK).
+   */
+  async wrapKey(key: KeyHandle | string, wrappingKeyLabel: string, mechanism: WrapMechanism = 'CKM_AES_KEY_WRAP_PAD'): Promise<Uint8Array> {
+    const r = typeof key === 'string' ? await this.#findOne({ label: alabel(key) }) : assertOwnStoreHandle(this.#handles, key);
+    const mech = this.#wrapMechanism(mechanism);
+    const kek = this.#findKek(wrappingKeyLabel);
+    const lib = this.#session.lib;
+    try {
+      const out = lib.C_WrapKey(this.#session.handle, { mechanism: mech }, kek, r.priv, Buffer.alloc(8192));
+      return new Uint8Array(out);
+    } catch (e) {
+      if (isCkr(e, 'CKR_KEY_NOT_WRAPPABLE') || isCkr(e, 'CKR_KEY_UNEXTRACTABLE') || isCkr(e, 'CKR_KEY_TYPE_INCONSISTENT')) {
+        const why = isCkr(e, 'CKR_KEY_UNEXTRACTABLE') ? 'the key is not extractable' : `the token cannot wrap ${r.curve} private keys`;
+        throw new UnsupportedError(
+          ErrorCode.NOT_SUPPORTED,
+          `token ${JSON.stringify(this.token.label)} cannot wrap key ${JSON.stringify(r.label)} with ${mechanism}: ${why} (${isCkr(e, 'CKR_KEY_UNEXTRACTABLE') ? 'CKR_KEY_UNEXTRACTABLE' : 'CKR_KEY_NOT_WRAPPABLE'})`,
+          { cause: e },
+        );
+      }
+      throw this.#mapError(e, 'C_WrapKey', `wrapping key ${JSON.stringify(r.label)}`);
+    }
+  }
+
+  /**
+   * Unwraps a private key wrapped by {@link wrapKey} (or off-token with the same mechanism, PKCS#8
+   * inside) under the AES KEK `unwrappingKeyLabel`, stores it as `label` with its public key object,
+   * and checks with a test signature / agreement that it belongs to `publicJwk`.
+   * @throws UnsupportedError naming token and mechanism when the token cannot unwrap it.
+   * @throws KeyError ERR_KEY_INVALID when the unwrapped key does not belong to `publicJwk` (nothing is kept).
+   * @throws KeyStoreError ERR_KEYSTORE_EXISTS; Pkcs11Error.
+   */
+  async unwrapKey(
+    wrapped: Uint8Array,
+    unwrappingKeyLabel: string,
+    mechanism: WrapMechanism,
+    target: { label: string; publicJwk: PublicJwk } & Pkcs11KeyCreateOptions,
+  ): Promise<KeyHandle> {
+    abytes(wrapped, 'wrapped');
+    aobject(target, 'target');
+    const label = alabel(target.label, 'target.label');
+    const publicKey = publicKeyFromJwk(target.publicJwk);
+    const curve = publicKey.curve;
+    const usage = resolveUsage(curve, target.usage);
+    this.#assertOpen();
+    this.#assertLabelFree(label);
+    const mech = this.#wrapMechanism(mechanism);
+    const kek = this.#findKek(unwrappingKeyLabel);
+    const keyType = this.#keyTypeFor(curve, target.keyType);
+    const keyId = computeKeyId(publicKey);
+    const id = keyObjectId(keyId);
+    const lib = this.#session.lib;
+    let priv: Buffer;
+    try {
+      priv = lib.C_UnwrapKey(this.#session.handle, { mechanism: mech }, kek, Buffer.from(wrapped), [
+        { type: pk('CKA_CLASS'), value: pk('CKO_PRIVATE_KEY') },
+        { type: pk('CKA_KEY_TYPE'), value: keyType },
+        { type: pk('CKA_TOKEN'), value: true },
+        { type: pk('CKA_LABEL'), value: label },
+        { type: pk('CKA_ID'), value: id },
+        ...this.#privateAttributes(usage, target),
+      ]);
+    } catch (e) {
+      if (isCkr(e, 'CKR_FUNCTION_FAILED') || isCkr(e, 'CKR_KEY_TYPE_INCONSISTENT') || isCkr(e, 'CKR_TEMPLATE_INCONSISTENT')) {
+        throw new UnsupportedError(
+          ErrorCode.NOT_SUPPORTED,
+          `token ${JSON.stringify(this.token.label)} cannot unwrap a ${curve} private key with ${mechanism} (${toPkcs11Error(e, 'C_UnwrapKey').message})`,
+          { cause: e },
+        );
+      }
+      throw this.#mapError(e, 'C_UnwrapKey', `unwrapping key ${JSON.stringify(label)}`);
+    }
+    let pub: Buffer | undefined;
+    try {
+      const params = this.#session.attributes(priv, [pk('CKA_EC_PARAMS')]).get(pk('CKA_EC_PARAMS'));
+      if (params !== undefined && curveFromEcParams(params) !== curve) {
+        throw new KeyError(ErrorCode.KEY_INVALID, `the unwrapped key is a ${curveFromEcParams(params)} key, "publicJwk" is ${curve}`);
+      }
+      _faultInjection.afterObjectsCreated?.('unwrap');
+      pub = this.#createPublic(publicKey, label, id, usage, keyType);
+      const record: KeyRecord = {
+        priv,
+        pub,
+        label,
+        id,
+        curve,
+        usage,
+        extractable: target.extractable === true,
+        alwaysAuthenticate: target.alwaysAuthenticate === true,
+        publicKey,
+        keyId,
+      };
+      const handle = this.#handle(record);
+      await this.#checkPair(handle, record);
+      return handle;
+    } catch (e) {
+      this.#session.destroyQuietly(priv);
+      if (pub !== undefined) this.#session.destroyQuietly(pub);
+      throw this.#mapError(e, 'C_UnwrapKey', `finishing unwrapped key ${JSON.stringify(label)} (the new objects were deleted)`);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // internals
+
+  #assertOpen(): void {
+    // A programming error (like the software store's), not a token condition.
+    if (this.#closed) throw new Error(`PKCS#11 key store ${this.uri} is closed`);
+  }
+
+  #exists(label: string): KeyStoreError {
+    return new KeyStoreError(ErrorCode.KEYSTORE_EXISTS, `a key labelled ${JSON.stringify(label)} already exists on token ${JSON.stringify(this.token.label)}`);
+  }
+
+  #assertLabelFree(label: string): void {
+    const found = this.#run('checking the label', () =>
+      [pk('CKO_PRIVATE_KEY'), pk('CKO_PUBLIC_KEY')].some(
+        (cls) => this.#session.find([{ type: pk('CKA_CLASS'), value: cls }, { type: pk('CKA_LABEL'), value: label }], 1).length > 0,
+      ),
+    );
+    if (found) throw this.#exists(label);
+  }
+
+  /** Runs synchronous Cryptoki work, mapping untyped failures. */
+  #run<T>(what: string, fn: () => T): T {
+    this.#assertOpen();
+    try {
+      return fn();
+    } catch (e) {
+      throw this.#mapError(e, 'C_*', what);
+    }
+  }
+
+  #mapError(e: unknown, operation: string, context: string): Error {
+    if (e instanceof MeshkitError || e instanceof TypeError || e instanceof RangeError) return e;
+    const err = toPkcs11Error(e, operation, `${context} on token ${JSON.stringify(this.token.label)}`);
+    return err;
+  }
+
+  #requireMechanism(code: number, why: string): void {
+    if (!this.#mechanisms.has(code)) {
+      throw new UnsupportedError(
+        ErrorCode.NOT_SUPPORTED,
+        `token ${JSON.stringify(this.token.label)} (${this.token.manufacturer} ${this.token.model}) does not offer ${mechanismName(code)}, needed for ${why}`,
+      );
+    }
+  }
+
+  #requireUsageMechanism(curve: Curve, usage: KeyUsage): void {
+    if (usage === 'sign') this.#requireMechanism(curve === 'P-256' ? pk('CKM_ECDSA') : CKM_EDDSA, `${curve} signatures`);
+    else this.#requireMechanism(pk('CKM_ECDH1_DERIVE'), `${curve} key agreement`);
+  }
+
+  #keyTypeFor(curve: Curve, forced: Pkcs11KeyCreateOptions['keyType']): number {
+    if (curve === 'P-256') return pk('CKK_EC');
+    if (curve === 'Ed25519' || curve === 'Ed448') return CKK_EC_EDWARDS;
+    if (forced !== undefined && forced !== 'CKK_EC_MONTGOMERY' && forced !== 'CKK_EC_EDWARDS') {
+      throw new RangeError(`"keyType" expected 'CKK_EC_MONTGOMERY' or 'CKK_EC_EDWARDS', got ${JSON.stringify(forced)}`);
+    }
+    if (forced === 'CKK_EC_MONTGOMERY') {
+      this.#requireMechanism(CKM_EC_MONTGOMERY_KEY_PAIR_GEN, `${curve} keys of type CKK_EC_MONTGOMERY`);
+      return CKK_EC_MONTGOMERY;
+    }
+    if (forced === 'CKK_EC_EDWARDS') return CKK_EC_EDWARDS;
+    return this.#mechanisms.has(CKM_EC_MONTGOMERY_KEY_PAIR_GEN) ? CKK_EC_MONTGOMERY : CKK_EC_EDWARDS;
+  }
+
+  #privateAttributes(usage: KeyUsage, opts: Pkcs11KeyCreateOptions): pkcs11js.Template {
+    return [
+      { type: pk('CKA_CLASS'), value: pk('CKO_PRIVATE_KEY') },
+      { type: pk('CKA_PRIVATE'), value: true },
+      { type: pk('CKA_SENSITIVE'), value: true },
+      { type: pk('CKA_EXTRACTABLE'), value: opts.extractable === true },
+      { type: pk('CKA_SIGN'), value: usage === 'sign' },
+      { type: pk('CKA_DERIVE'), value: usage === 'derive' },
+      ...(opts.alwaysAuthenticate === true ? [{ type: pk('CKA_ALWAYS_AUTHENTICATE'), value: true }] : []),
+    ].filter((a, i, all) => all.findIndex((b) => b.type === a.type) === i);
+  }
+
+  #create(template: pkcs11js.Template, what: string): Buffer {
+    const lib = this.#session.lib;
+    try {
+      return lib.C_CreateObject(this.#session.handle, template);
+    } catch (e) {
+      throw this.#mapError(e, 'C_CreateObject', what);
+    }
+  }
+
+  #createPublic(publicKey: PublicKey, label: string, id: Buffer, usage: KeyUsage, keyType: number): Buffer {
+    return this.#create(
+      [
+        { type: pk('CKA_CLASS'), value: pk('CKO_PUBLIC_KEY') },
+        { type: pk('CKA_KEY_TYPE'), value: keyType },
+        { type: pk('CKA_TOKEN'), value: true },
+        { type: pk('CKA_PRIVATE'), value: false },
+        { type: pk('CKA_LABEL'), value: label },
+        { type: pk('CKA_ID'), value: id },
+        { type: pk('CKA_EC_PARAMS'), value: Buffer.from(ecParams(publicKey.curve)) },
+        { type: pk('CKA_EC_POINT'), value: Buffer.from(publicKeyToEcPoint(publicKey)) },
+        ...(usage === 'sign' ? [{ type: pk('CKA_VERIFY'), value: true }] : []),
+      ],
+      `creating the public key object of ${JSON.stringify(label)}`,
+    );
+  }
+
+  #setId(object: Buffer, id: Buffer): void {
+    const lib = this.#session.lib;
+    try {
+      lib.C_SetAttributeValue(this.#session.handle, object, [{ type: pk('CKA_ID'), value: id }]);
+    } catch (e) {
+      throw toPkcs11Error(e, 'C_SetAttributeValue', 'setting CKA_ID');
+    }
+  }
+
+  #findKek(label: string): Buffer {
+    alabel(label, 'wrappingKeyLabel');
+    const found = this.#run('finding the key-encryption key', () =>
+      this.#session.find([
+        { type: pk('CKA_CLASS'), value: pk('CKO_SECRET_KEY') },
+        { type: pk('CKA_LABEL'), value: label },
+      ]),
+    );
+    if (found.length === 0) {
+      throw new Pkcs11Error(ErrorCode.PKCS11_OBJECT_NOT_FOUND, `no secret key labelled ${JSON.stringify(label)} on token ${JSON.stringify(this.token.label)}`);
+    }
+    if (found.length > 1) {
+      throw new Pkcs11Error(ErrorCode.PKCS11_OBJECT_AMBIGUOUS, `${found.length} secret keys are labelled ${JSON.stringify(label)} on token ${JSON.stringify(this.token.label)}`);
+    }
+    return found[0] as Buffer;
+  }
+
+  #wrapMechanism(name: WrapMechanism): number {
+    if (name !== 'CKM_AES_KEY_WRAP' && name !== 'CKM_AES_KEY_WRAP_PAD') {
+      throw new RangeError(`"mechanism" expected 'CKM_AES_KEY_WRAP' or 'CKM_AES_KEY_WRAP_PAD', got ${JSON.stringify(name)}`);
+    }
+    const code = pk(name);
+    this.#requireMechanism(code, 'key wrapping');
+    return code;
+  }
+
+  #privateKeys(extra: pkcs11js.Template): Buffer[] {
+    return this.#session.find([{ type: pk('CKA_CLASS'), value: pk('CKO_PRIVATE_KEY') }, ...extra]);
+  }
+
+  /** Reads a private key object and its public key; undefined for keys meshkit cannot use. */
+  #record(priv: Buffer): KeyRecord | undefined {
+    const s = this.#session;
+    const a = s.attributes(priv, [
+      pk('CKA_LABEL'),
+      pk('CKA_ID'),
+      pk('CKA_KEY_TYPE'),
+      pk('CKA_EC_PARAMS'),
+      pk('CKA_SIGN'),
+      pk('CKA_DERIVE'),
+      pk('CKA_EXTRACTABLE'),
+      pk('CKA_ALWAYS_AUTHENTICATE'),
+    ]);
+    const keyType = ulong(a.get(pk('CKA_KEY_TYPE')));
+    if (keyType !== pk('CKK_EC') && keyType !== CKK_EC_EDWARDS && keyType !== CKK_EC_MONTGOMERY) return undefined;
+    const params = a.get(pk('CKA_EC_PARAMS'));
+    if (params === undefined) return undefined;
+    let curve: Curve;
+    try {
+      curve = curveFromEcParams(params);
+    } catch {
+      return undefined; // another curve (P-384, secp256k1 …)
+    }
+    const id = a.get(pk('CKA_ID')) ?? Buffer.alloc(0);
+    const label = (a.get(pk('CKA_LABEL')) ?? Buffer.alloc(0)).toString('utf8');
+    const pubs = s.find([
+      { type: pk('CKA_CLASS'), value: pk('CKO_PUBLIC_KEY') },
+      { type: pk('CKA_ID'), value: id },
+    ]);
+    let point: Buffer | undefined;
+    let pub: Buffer | undefined;
+    for (const p of pubs) {
+      point = s.attributes(p, [pk('CKA_EC_POINT')]).get(pk('CKA_EC_POINT'));
+      if (point !== undefined) {
+        pub = p;
+        break;
+      }
+    }
+    point ??= s.attributes(priv, [pk('CKA_EC_POINT')]).get(pk('CKA_EC_POINT'));
+    if (point === undefined) return undefined;
+    let publicKey: PublicKey;
+    try {
+      publicKey = publicKeyFromEcPoint(curve, point);
+    } catch {
+      return undefined;
+    }
+    const sign = bool(a.get(pk('CKA_SIGN')));
+    const derive = bool(a.get(pk('CKA_DERIVE')));
+    const usage: KeyUsage = curve === 'X25519' || curve === 'X448' ? 'derive' : curve === 'P-256' ? (sign || !derive ? 'sign' : 'derive') : 'sign';
+    return {
+      priv,
+      pub,
+      label,
+      id,
+      curve,
+      usage,
+      extractable: bool(a.get(pk('CKA_EXTRACTABLE'))),
+      alwaysAuthenticate: bool(a.get(pk('CKA_ALWAYS_AUTHENTICATE'))),
+      publicKey,
+      keyId: computeKeyId(publicKey),
+    };
+  }
+
+  async #findOne(match: { label?: string; id?: Uint8Array }, _forDelete = false): Promise<KeyRecord> {
+    const template: pkcs11js.Template = [];
+    if (match.label !== undefined) template.push({ type: pk('CKA_LABEL'), value: match.label });
+    if (match.id !== undefined) template.push({ type: pk('CKA_ID'), value: Buffer.from(match.id) });
+    const records = this.#run('finding a key', () => this.#privateKeys(template).map((h) => this.#record(h)));
+    const usable = records.filter((r): r is KeyRecord => r !== undefined);
+    const what = [
+      ...(match.label === undefined ? [] : [`labelled ${JSON.stringify(match.label)}`]),
+      ...(match.id === undefined ? [] : [`with id ${toHex(match.id)}`]),
+    ].join(' ');
+    if (usable.length === 0) {
+      const note = records.length > 0 ? ` (${records.length} private key object(s) match but are not Ed25519/Ed448/X25519/X448/P-256 keys with a public point)` : '';
+      if (match.label !== undefined) {
+        const labels = (await this.list()).map((i) => JSON.stringify(i.label));
+        throw new KeyStoreError(
+          ErrorCode.KEYSTORE_NOT_FOUND,
+          `no key ${what} on token ${JSON.stringify(this.token.label)}${note}; ` +
+            (labels.length === 0 ? 'the token holds no keys' : `labels present: ${labels.join(', ')}`),
+        );
+      }
+      throw new Pkcs11Error(ErrorCode.PKCS11_OBJECT_NOT_FOUND, `no key ${what} on token ${JSON.stringify(this.token.label)}${note}`, {
+        operation: 'C_FindObjects',
+      });
+    }
+    if (usable.length > 1) {
+      throw new Pkcs11Error(
+        ErrorCode.PKCS11_OBJECT_AMBIGUOUS,
+        `${usable.length} keys ${what} on token ${JSON.stringify(this.token.label)}: ` +
+          `${usable.map((r) => `id=${r.id.toString('hex')} (${r.curve}, ${r.keyId})`).join(', ')}; name the key by id=`,
+        { operation: 'C_FindObjects' },
+      );
+    }
+    return usable[0] as KeyRecord;
+  }
+
+  #info(r: KeyRecord): KeyInfo {
+    return {
+      label: r.label,
+      keyId: r.keyId,
+      curve: r.curve,
+      usage: r.usage,
+      publicJwk: publicKeyToJwk(r.publicKey),
+      location: formatPkcs11Uri({
+        token: this.token.label,
+        object: r.label,
+        id: new Uint8Array(r.id),
+        type: 'private',
+        modulePath: this.module.path,
+      }),
+      extractable: r.extractable,
+    };
+  }
+
+  /** A sign / derive with the context-specific login a CKA_ALWAYS_AUTHENTICATE key needs. */
+  async #withKey<T>(r: KeyRecord, what: string, op: (lib: pkcs11js.PKCS11, session: Buffer, contextLogin: () => void) => T): Promise<T> {
+    this.#assertOpen();
+    const session = this.#session;
+    const run = (pin: string | undefined): T => {
+      try {
+        const lib = session.lib;
+        return op(lib, session.handle, () => {
+          if (pin !== undefined) session.contextLogin(pin);
+        });
+      } catch (e) {
+        throw this.#mapError(e, 'C_*', `${what} with key ${JSON.stringify(r.label)}`);
+      }
+    };
+    if (!r.alwaysAuthenticate) return run(undefined);
+    return withPin(this.#pin, (pin) => run(pin));
+  }
+
+  #sign(r: KeyRecord, data: Uint8Array): Promise<Uint8Array> {
+    const curve = r.curve;
+    // An empty Buffer may reach the module as a NULL pointer (SoftHSM: CKR_ARGUMENTS_BAD): pass an
+    // empty view of a real allocation instead.
+    const input =
+      curve === 'P-256'
+        ? createHash('sha256').update(data).digest()
+        : data.length === 0
+          ? Buffer.alloc(1).subarray(0, 0)
+          : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const mechanism = curve === 'P-256' ? pk('CKM_ECDSA') : CKM_EDDSA;
+    const outLength = curve === 'P-256' ? 144 : (SIG_LENGTH[curve] ?? 114);
+    return this.#withKey(r, 'signing', (lib, session, contextLogin) => {
+      try {
+        lib.C_SignInit(session, { mechanism }, r.priv);
+      } catch (e) {
+        throw toPkcs11Error(e, 'C_SignInit');
+      }
+      let sig: Buffer;
+      try {
+        contextLogin();
+        sig = lib.C_Sign(session, input, Buffer.alloc(outLength));
+      } catch (e) {
+        // C_Sign terminates the operation even when it fails: do so, so the session stays usable.
+        try {
+          lib.C_Sign(session, input, Buffer.alloc(outLength));
+        } catch {
+          // expected
+        }
+        throw e instanceof MeshkitError ? e : toPkcs11Error(e, 'C_Sign');
+      }
+      const out = new Uint8Array(sig);
+      if (curve === 'P-256') return ecdsaToRaw(out);
+      if (out.length !== SIG_LENGTH[curve]) {
+        throw new Pkcs11Error(ErrorCode.PKCS11, `the token returned a ${out.length}-byte ${curve} signature`, { operation: 'C_Sign' });
+      }
+      return out;
+    });
+  }
+
+  async #derive(r: KeyRecord, peer: PublicJwk): Promise<Uint8Array> {
+    let peerKey: PublicKey;
+    try {
+      peerKey = publicKeyFromJwk(peer);
+    } catch (e) {
+      if (e instanceof MeshkitError && !(e instanceof KeyError)) throw new KeyError(ErrorCode.KEY_INVALID, e.message, { cause: e });
+      throw e;
+    }
+    if (peerKey.curve !== r.curve) throw new KeyError(ErrorCode.KEY_INVALID, `"peer" is a ${peerKey.curve} key, expected ${r.curve}`);
+    const zLength = Z_LENGTH[r.curve];
+    return this.#withKey(r, 'key agreement', (lib, session, contextLogin) => {
+      let secret: Buffer;
+      try {
+        contextLogin();
+        secret = lib.C_DeriveKey(
+          session,
+          {
+            mechanism: pk('CKM_ECDH1_DERIVE'),
+            parameter: { type: pk('CK_PARAMS_EC_DH'), kdf: pk('CKD_NULL'), publicData: Buffer.from(peerKey.raw) } as pkcs11js.ECDH1,
+          },
+          r.priv,
+          [
+            { type: pk('CKA_CLASS'), value: pk('CKO_SECRET_KEY') },
+            { type: pk('CKA_KEY_TYPE'), value: pk('CKK_GENERIC_SECRET') },
+            { type: pk('CKA_TOKEN'), value: false },
+            { type: pk('CKA_SENSITIVE'), value: false },
+            { type: pk('CKA_EXTRACTABLE'), value: true },
+            { type: pk('CKA_VALUE_LEN'), value: zLength },
+          ],
+        );
+      } catch (e) {
+        if (isCkr(e, 'CKR_FUNCTION_FAILED') || isCkr(e, 'CKR_ARGUMENTS_BAD') || isCkr(e, 'CKR_MECHANISM_PARAM_INVALID')) {
+          throw new KeyError(ErrorCode.KEY_INVALID, `key agreement with the peer key failed on the token (low-order or invalid point?): ${toPkcs11Error(e, 'C_DeriveKey').message}`, { cause: e });
+        }
+        throw e instanceof MeshkitError ? e : toPkcs11Error(e, 'C_DeriveKey');
+      }
+      try {
+        const value = lib.C_GetAttributeValue(session, secret, [{ type: pk('CKA_VALUE') }])[0]?.value;
+        if (value === undefined || value.length !== zLength) {
+          throw new Pkcs11Error(ErrorCode.PKCS11, `the derived secret has ${value?.length ?? 0} bytes, expected ${zLength}`, { operation: 'C_GetAttributeValue' });
+        }
+        const z = new Uint8Array(value);
+        wipe(value);
+        if (z.every((b) => b === 0)) {
+          throw new KeyError(ErrorCode.KEY_INVALID, 'key agreement produced the all-zero value (low-order peer point)');
+        }
+        return z;
+      } catch (e) {
+        throw e instanceof MeshkitError ? e : toPkcs11Error(e, 'C_GetAttributeValue');
+      } finally {
+        try {
+          lib.C_DestroyObject(session, secret);
+        } catch {
+          // a session object vanishes with the session anyway
+        }
+      }
+    });
+  }
+
+  /** Checks that a freshly unwrapped private key belongs to its public key. */
+  async #checkPair(handle: KeyHandle, r: KeyRecord): Promise<void> {
+    if (r.usage === 'sign') {
+      const challenge = randomBytes(32);
+      const sig = await handle.signer().sign(challenge);
+      const key = publicKeyObject(r.publicKey);
+      const ok = r.curve === 'P-256' ? nodeVerify('sha256', challenge, { key, dsaEncoding: 'ieee-p1363' }, sig) : nodeVerify(null, challenge, key, sig);
+      if (!ok) throw new KeyError(ErrorCode.KEY_INVALID, `the unwrapped key does not belong to "publicJwk"`);
+    }
+    // derive keys: a wrong pair cannot be detected without a peer private key; the curve was checked.
+  }
+
+  #handle(r: KeyRecord): KeyHandle {
+    const info = this.#info(r);
+    const sign = (data: Uint8Array): Promise<Uint8Array> => this.#sign(r, data);
+    const derive = (peer: PublicJwk): Promise<Uint8Array> => this.#derive(r, peer);
+    const tokenLabel = this.token.label;
+    const handle: KeyHandle = {
+      info,
+      signer(): Signer {
+        if (r.usage !== 'sign') {
+          throw new UnsupportedError(ErrorCode.NOT_SUPPORTED, `key ${JSON.stringify(r.label)} (${r.curve}) is a ${r.usage} key, not a signing key`);
+        }
+        return {
+          keyId: info.keyId,
+          algorithm: signatureAlgorithmFor(r.curve),
+          publicJwk: { ...info.publicJwk },
+          async sign(data: Uint8Array): Promise<Uint8Array> {
+            abytes(data, 'data');
+            return sign(data);
+          },
+        };
+      },
+      decrypter(): Decrypter {
+        if (r.usage !== 'derive') {
+          throw new UnsupportedError(ErrorCode.NOT_SUPPORTED, `key ${JSON.stringify(r.label)} (${r.curve}) is a ${r.usage} key, not a key-agreement key`);
+        }
+        return {
+          keyId: info.keyId,
+          publicJwk: { ...info.publicJwk },
+          deriveSharedSecret: derive,
+        };
+      },
+      async exportPrivateJwk(): Promise<PrivateJwk> {
+        throw new UnsupportedError(
+          ErrorCode.NOT_SUPPORTED,
+          `key ${JSON.stringify(r.label)} is on token ${JSON.stringify(tokenLabel)}: token keys are not exported` +
+            (r.extractable ? ' (it is extractable: use wrapKey under a key-encryption key)' : ''),
+        );
+      },
+    };
+    this.#handles.set(handle, r);
+    return handle;
+  }
+}
+
+
+/**
+ * Opens the store behind an object URI and finds the key (by `object` = label and / or `id`).
+ * The caller closes `store`.
+ * @throws KeyStoreError ERR_KEY_URI_INVALID when the URI names no object or a non-private type.
+ * @throws as {@link Pkcs11KeyStore.open}, {@link Pkcs11KeyStore.get} and {@link Pkcs11KeyStore.getById}.
+ */
+export async function openPkcs11KeyReference(
+  uri: string,
+  pin: SecretSource,
+  opts: Pkcs11StoreOptions = {},
+): Promise<{ store: Pkcs11KeyStore; handle: KeyHandle }> {
+  const { uri: parsed } = parsePkcs11Uri(uri);
+  if (parsed.object === undefined && parsed.id === undefined) {
+    throw new KeyStoreError(ErrorCode.KEY_URI_INVALID, `the PKCS#11 URI names no key: add object=LABEL or id=%XX… (e.g. pkcs11:token=master;object=admin)`);
+  }
+  if (parsed.type !== undefined && parsed.type !== 'private') {
+    throw new KeyStoreError(ErrorCode.KEY_URI_INVALID, `the PKCS#11 URI names a ${parsed.type} object; meshkit keys are type=private`);
+  }
+  const store = await Pkcs11KeyStore.open(uri, pin, opts);
+  try {
+    const match: { label?: string; id?: Uint8Array } = {};
+    if (parsed.object !== undefined) match.label = parsed.object;
+    if (parsed.id !== undefined) match.id = parsed.id;
+    return { store, handle: await store.find(match) };
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
+}
