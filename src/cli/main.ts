@@ -15,6 +15,9 @@ export const EXIT_USAGE = 2;
 /** A usage error raised by a command after parsing (missing input, conflicting flags). */
 export class UsageError extends Error {}
 
+/** The operation failed and the command has already printed why (e.g. a --json report): exit 1, print nothing more. */
+export class ReportedFailure extends Error {}
+
 export function buildProgram(): Command {
   const program = new Command('meshkit')
     .description('The Mathematical Mesh for HSMs, smartcards and embedded devices.')
@@ -54,6 +57,7 @@ export function reportError(e: unknown): number {
     return EXIT_USAGE;
   }
   if (process.env['MESHKIT_DEBUG'] === '1' && e instanceof Error) process.stderr.write(`${e.stack ?? e.message}\n`);
+  if (e instanceof ReportedFailure) return EXIT_FAILED;
   if (e instanceof UsageError) {
     process.stderr.write(`meshkit: ${e.message}\n`);
     return EXIT_USAGE;

@@ -28,6 +28,7 @@ import { shake256 } from '@noble/hashes/sha3.js';
 import { abytes, bigIntToBytesLE, bytesToBigIntLE, concatBytes, describe, utf8, wipe } from './bytes.js';
 import { ErrorCode, KeyError } from './errors.js';
 import { LOW_ORDER_U, publicKeyFromRaw } from './keys.js';
+import { invert, mod, P25519, P448, powMod } from './field.js';
 
 /** Curves that co-generation supports. */
 export type CogenCurve = 'Ed25519' | 'Ed448' | 'X25519' | 'X448';
@@ -63,29 +64,6 @@ interface MontParams {
   readonly sqrt: (a: bigint) => bigint | undefined;
 }
 
-function modp(a: bigint, p: bigint): bigint {
-  const r = a % p;
-  return r >= 0n ? r : r + p;
-}
-
-function powMod(base: bigint, exp: bigint, p: bigint): bigint {
-  let result = 1n;
-  let b = modp(base, p);
-  let e = exp;
-  while (e > 0n) {
-    if (e & 1n) result = (result * b) % p;
-    b = (b * b) % p;
-    e >>= 1n;
-  }
-  return result;
-}
-
-function inv(a: bigint, p: bigint): bigint {
-  return powMod(a, p - 2n, p);
-}
-
-const P25519 = 2n ** 255n - 19n;
-const P448 = 2n ** 448n - 2n ** 224n - 1n;
 const SQRT_M1_25519 = powMod(2n, (P25519 - 1n) / 4n, P25519);
 
 const X25519_PARAMS: MontParams = {
@@ -104,8 +82,8 @@ const X25519_PARAMS: MontParams = {
     const p = P25519;
     const x = powMod(a, (p + 3n) / 8n, p);
     const x2 = (x * x) % p;
-    if (x2 === modp(a, p)) return x;
-    if (x2 === modp(-a, p)) return (x * SQRT_M1_25519) % p;
+    if (x2 === mod(a, p)) return x;
+    if (x2 === mod(-a, p)) return (x * SQRT_M1_25519) % p;
     return undefined;
   },
 };
@@ -125,7 +103,7 @@ const X448_PARAMS: MontParams = {
   sqrt(a) {
     const p = P448;
     const x = powMod(a, (p + 1n) / 4n, p);
-    return (x * x) % p === modp(a, p) ? x : undefined;
+    return (x * x) % p === mod(a, p) ? x : undefined;
   },
 };
 
@@ -145,14 +123,14 @@ function montAdd(c: MontParams, P1: Affine, P2: Affine): Affine | undefined {
   const { p, A } = c;
   let lambda: bigint;
   if (P1.u === P2.u) {
-    if (modp(P1.v + P2.v, p) === 0n) return undefined; // P + (−P), including 2-torsion doubling
+    if (mod(P1.v + P2.v, p) === 0n) return undefined; // P + (−P), including 2-torsion doubling
     // doubling: λ = (3u² + 2Au + 1) / 2v
-    lambda = modp((3n * P1.u * P1.u + 2n * A * P1.u + 1n) * inv(2n * P1.v, p), p);
+    lambda = mod((3n * P1.u * P1.u + 2n * A * P1.u + 1n) * invert(2n * P1.v, p), p);
   } else {
-    lambda = modp((P2.v - P1.v) * inv(P2.u - P1.u, p), p);
+    lambda = mod((P2.v - P1.v) * invert(P2.u - P1.u, p), p);
   }
-  const u3 = modp(lambda * lambda - A - P1.u - P2.u, p);
-  const v3 = modp(lambda * (P1.u - u3) - P1.v, p);
+  const u3 = mod(lambda * lambda - A - P1.u - P2.u, p);
+  const v3 = mod(lambda * (P1.u - u3) - P1.v, p);
   return { u: u3, v: v3 };
 }
 
@@ -183,16 +161,16 @@ function ladder(c: MontParams, k: bigint, u: bigint): LadderResult {
     const A = x2 + z2;
     const AA = (A * A) % p;
     const B = x2 - z2;
-    const BB = modp(B * B, p);
-    const E = modp(AA - BB, p);
+    const BB = mod(B * B, p);
+    const E = mod(AA - BB, p);
     const C = x3 + z3;
     const D = x3 - z3;
-    const DA = modp(D * A, p);
-    const CB = modp(C * B, p);
+    const DA = mod(D * A, p);
+    const CB = mod(C * B, p);
     const s = DA + CB;
     const d = DA - CB;
     x3 = (s * s) % p;
-    z3 = (x1 * modp(d * d, p)) % p;
+    z3 = (x1 * mod(d * d, p)) % p;
     x2 = (AA * BB) % p;
     z2 = (E * ((AA + a24 * E) % p)) % p;
   }
@@ -208,11 +186,11 @@ function montMulBase(c: MontParams, k: bigint): Affine {
   const { p, A, Bu, Bv } = c;
   const r = ladder(c, k, Bu);
   if (r.z2 === 0n) throw new RangeError('"scalar" is 0 modulo the group order');
-  const xQ = modp(r.x2 * inv(r.z2, p), p);
-  if (r.z3 === 0n) return { u: xQ, v: modp(-Bv, p) }; // (k+1)·B = O, so k·B = −B
-  const xR = modp(r.x3 * inv(r.z3, p), p);
-  const num = modp((Bu * xQ + 1n) * (Bu + xQ + 2n * A) - 2n * A - (Bu - xQ) * (Bu - xQ) * xR, p);
-  const v = modp(num * inv(2n * Bv, p), p);
+  const xQ = mod(r.x2 * invert(r.z2, p), p);
+  if (r.z3 === 0n) return { u: xQ, v: mod(-Bv, p) }; // (k+1)·B = O, so k·B = −B
+  const xR = mod(r.x3 * invert(r.z3, p), p);
+  const num = mod((Bu * xQ + 1n) * (Bu + xQ + 2n * A) - 2n * A - (Bu - xQ) * (Bu - xQ) * xR, p);
+  const v = mod(num * invert(2n * Bv, p), p);
   return { u: xQ, v };
 }
 
@@ -230,10 +208,10 @@ function decodeExtended(c: MontParams, bytes: Uint8Array, field: string): Affine
   const u = bytesToBigIntLE(bytes.subarray(0, c.len));
   if (u >= c.p) throw keyError(`${c.name} extended key "${field}": u is not canonical (u ≥ p)`);
   if (LOW_ORDER_U[c.name].includes(u)) throw keyError(`${c.name} extended key "${field}": small-order point`);
-  const rhs = modp(u * u * u + c.A * u * u + u, c.p);
+  const rhs = mod(u * u * u + c.A * u * u + u, c.p);
   const root = c.sqrt(rhs);
   if (root === undefined) throw keyError(`${c.name} extended key "${field}": not a point on the curve`);
-  const v = (root & 1n) === (sign === 0x80 ? 1n : 0n) ? root : modp(-root, c.p);
+  const v = (root & 1n) === (sign === 0x80 ? 1n : 0n) ? root : mod(-root, c.p);
   return { u, v };
 }
 
@@ -367,7 +345,7 @@ export function publicKeyFromScalar(curve: CogenCurve, scalar: bigint, opts?: { 
   const params = MONT[c];
   if (opts?.extended === true) return encodeExtended(params, montMulBase(params, k));
   const r = ladder(params, k, params.Bu);
-  return bigIntToBytesLE(modp(r.x2 * inv(r.z2, params.p), params.p), params.len);
+  return bigIntToBytesLE(mod(r.x2 * invert(r.z2, params.p), params.p), params.len);
 }
 
 /**
@@ -479,7 +457,7 @@ export function ecdhWithScalar(curve: MontgomeryCurve, scalar: bigint, peer: Uin
   let lifted = s;
   while (lifted % params.cofactor !== 0n) lifted += params.L;
   const r = ladder(params, lifted, u);
-  const shared = r.z2 === 0n ? 0n : modp(r.x2 * inv(r.z2, params.p), params.p);
+  const shared = r.z2 === 0n ? 0n : mod(r.x2 * invert(r.z2, params.p), params.p);
   if (shared === 0n) throw keyError(`${c} shared secret is all zero`);
   return bigIntToBytesLE(shared, params.len);
 }

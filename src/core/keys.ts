@@ -17,7 +17,8 @@ import { createPublicKey, type KeyObject, type JsonWebKey } from 'node:crypto';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { ed448 } from '@noble/curves/ed448.js';
 import { p256 } from '@noble/curves/nist.js';
-import { abytes, astring, b64u, concatBytes, describe, equalBytes, fromB64u, fromUtf8, toHex } from './bytes.js';
+import { abytes, astring, b64u, bytesToBigIntLE, concatBytes, describe, equalBytes, fromB64u, fromUtf8, toHex } from './bytes.js';
+import { P25519, P448, powMod } from './field.js';
 import { ErrorCode, KeyError, UnsupportedError } from './errors.js';
 import { CURVES, type Curve, type PublicJwk, type SignatureAlgorithm } from './signer.js';
 import { udfDigest } from './udf.js';
@@ -42,8 +43,6 @@ export const RAW_LENGTH: Readonly<Record<Curve, number>> = { Ed25519: 32, Ed448:
 // ---------------------------------------------------------------------------------------------
 // Curve constants
 
-const P25519 = 2n ** 255n - 19n;
-const P448 = 2n ** 448n - 2n ** 224n - 1n;
 const A25519 = 486662n;
 const A448 = 156326n;
 
@@ -108,24 +107,6 @@ function freezeKey(curve: Curve, raw: Uint8Array, id?: string): PublicKey {
   return key;
 }
 
-function bytesToBigLE(bytes: Uint8Array): bigint {
-  let n = 0n;
-  for (let i = bytes.length - 1; i >= 0; i--) n = (n << 8n) | BigInt(bytes[i] ?? 0);
-  return n;
-}
-
-function powMod(base: bigint, exp: bigint, p: bigint): bigint {
-  let result = 1n;
-  let b = base % p;
-  let e = exp;
-  while (e > 0n) {
-    if (e & 1n) result = (result * b) % p;
-    b = (b * b) % p;
-    e >>= 1n;
-  }
-  return result;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Validation (cached: the same raw key is checked once)
 
@@ -161,7 +142,7 @@ function validateEdwards(curve: 'Ed25519' | 'Ed448', raw: Uint8Array): Uint8Arra
 function validateMontgomery(curve: 'X25519' | 'X448', raw: Uint8Array): Uint8Array {
   const p = curve === 'X25519' ? P25519 : P448;
   const A = curve === 'X25519' ? A25519 : A448;
-  const u = bytesToBigLE(raw);
+  const u = bytesToBigIntLE(raw);
   if (u >= p) throw keyError(`${curve} public key is not canonically encoded (u ≥ p)`);
   if (LOW_ORDER_U[curve].includes(u)) throw keyError(`${curve} public key is a small-order point`);
   const rhs = (((u * u) % p) * u + ((A * u) % p) * u + u) % p; // u³ + A·u² + u
@@ -359,15 +340,15 @@ const SMALL_ORDER_Y: Readonly<Record<'Ed25519' | 'Ed448', readonly bigint[]>> = 
 function checkEncoding(curve: 'Ed25519' | 'Ed448' | 'X25519' | 'X448', raw: Uint8Array): Uint8Array {
   if (curve === 'X25519' || curve === 'X448') {
     const p = curve === 'X25519' ? P25519 : P448;
-    const u = bytesToBigLE(raw);
+    const u = bytesToBigIntLE(raw);
     if (u >= p) throw keyError(`${curve} public key is not canonically encoded (u ≥ p)`);
     if (LOW_ORDER_U[curve].includes(u)) throw keyError(`${curve} public key is a small-order point`);
     return raw;
   }
   const p = curve === 'Ed25519' ? P25519 : P448;
   const y = curve === 'Ed25519'
-    ? bytesToBigLE(raw) & ((1n << 255n) - 1n)
-    : bytesToBigLE(raw.subarray(0, 56));
+    ? bytesToBigIntLE(raw) & ((1n << 255n) - 1n)
+    : bytesToBigIntLE(raw.subarray(0, 56));
   if (curve === 'Ed448' && ((raw[56] ?? 0) & 0x7f) !== 0) throw keyError('Ed448 public key is not a valid point encoding');
   if (y >= p) throw keyError(`${curve} public key is not canonically encoded (y ≥ p)`);
   if (SMALL_ORDER_Y[curve].includes(y)) throw keyError(`${curve} public key is a small-order point`);

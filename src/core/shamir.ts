@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { abytes, aint, bigIntToBytesBE, bytesToBigIntBE, concatBytes, wipe } from './bytes.js';
 import { ErrorCode, ShamirError, UdfError } from './errors.js';
 import { UdfType, udfFormat, udfParse } from './udf.js';
+import { invert, mod } from './field.js';
 
 /** p − 2^(8L) for L = 1…64 bytes (mesh-udf Appendix A). Index 0 is L = 1. */
 export const SHAMIR_PRIME_OFFSETS: readonly number[] = [
@@ -40,23 +41,6 @@ export interface Share {
   index: number;
   value: bigint;
   secretLength: number;
-}
-
-function mod(a: bigint, p: bigint): bigint {
-  const r = a % p;
-  return r < 0n ? r + p : r;
-}
-
-function invert(a: bigint, p: bigint): bigint {
-  let [r0, r1] = [mod(a, p), p];
-  let [s0, s1] = [1n, 0n];
-  while (r1 !== 0n) {
-    const q = r0 / r1;
-    [r0, r1] = [r1, r0 - q * r1];
-    [s0, s1] = [s1, s0 - q * s1];
-  }
-  if (r0 !== 1n) throw new RangeError('value has no inverse modulo p');
-  return mod(s0, p);
 }
 
 /**

@@ -10,6 +10,7 @@ import {
   type VerifiedProfile,
   type VerifyContext,
 } from '../../core/profiles.js';
+import { ReportedFailure } from '../main.js';
 import { emit, type OutputOptions } from '../output.js';
 
 /** Signed profiles larger than this are refused before parsing (a Personal Profile with 10,000 devices is ~10 MiB). */
@@ -65,8 +66,8 @@ export function registerProfileCommands(program: Command): void {
       emit(opts, { valid: results.every((r) => r.valid), results }, () => results.map(resultText).join('\n'));
       const failed = results.find((r) => !r.valid);
       if (failed?.error !== undefined) {
-        if (opts.json) process.exitCode = 1;
-        else throw new MeshkitError(failed.error.code as MeshkitError['code'], `${failed.file}: ${failed.error.message}`);
+        if (opts.json) throw new ReportedFailure(failed.error.message);
+        throw new MeshkitError(failed.error.code as MeshkitError['code'], `${failed.file}: ${failed.error.message}`);
       }
     });
 }
