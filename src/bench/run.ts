@@ -21,6 +21,7 @@ import {
 import { combineShares, splitSecret } from '../core/shamir.js';
 import type { Curve, PublicJwk, Signer } from '../core/signer.js';
 import { udfDigest } from '../core/udf.js';
+import { benchPkcs11 } from './pkcs11.js';
 
 interface Figure {
   name: string;
@@ -180,6 +181,9 @@ async function main(): Promise<void> {
   figures.push(await benchUdf());
   figures.push(...(await benchProfileVerification(devices)));
   figures.push(await benchShamir());
+  const pkcs11 = await benchPkcs11();
+  if (pkcs11.skipped !== undefined) log(pkcs11.skipped);
+  figures.push(...pkcs11.figures);
   if (json) {
     process.stdout.write(JSON.stringify({ node: process.version, figures }, null, 2) + '\n');
     return;

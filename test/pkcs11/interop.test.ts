@@ -211,6 +211,30 @@ describe('a key made by pkcs11-tool is usable by meshkit', () => {
 });
 
 /** Reads what pkcs11-tool wrote for a public key: PEM for EdDSA keys, DER otherwise. */
+describe('meshkit key list --store pkcs11:', () => {
+  it('lists every key on the token — meshkit\'s and pkcs11-tool\'s — with UDF, curve and location', () => {
+    const r = cli(['key', 'list', '--store', `pkcs11:token=${TOKEN}?module-path=${SOFTHSM_MODULE}`, '--json'], { MESHKIT_PIN: PIN });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const listed = JSON.parse(r.stdout) as { keys: ShownKey[] };
+    const labels = listed.keys.map((k) => k.label);
+    expect(labels).toEqual(expect.arrayContaining(['k-ed25519', 'k-ed448', 'k-p256', 'tool-ed']));
+    for (const k of listed.keys) {
+      expect(k.keyId).toBe(keyId(k.publicJwk));
+      expect(k.location).toContain(`object=${k.label}`);
+    }
+    const human = cli(['key', 'list', '--store', `pkcs11:token=${TOKEN}?module-path=${SOFTHSM_MODULE}`], { MESHKIT_PIN: PIN });
+    expect(human.code).toBe(0);
+    expect(human.stdout).toMatch(/^k-ed448\tEd448\tsign\tM[A-Z2-7-]+\tnon-extractable\tpkcs11:/mu);
+  });
+
+  it('a wrong PIN fails with exit 1 naming CKR_PIN_INCORRECT', () => {
+    const r = cli(['key', 'list', '--store', `pkcs11:token=${TOKEN}?module-path=${SOFTHSM_MODULE}`], { MESHKIT_PIN: 'not-the-pin' });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/CKR_PIN_INCORRECT/);
+  });
+});
+
 function readToolPublicKey(path: string): import('node:crypto').PublicKeyInput | Buffer {
   const data = run('cat', [path], hsm).stdout;
   if (data.startsWith('-----BEGIN')) return { key: data, format: 'pem' };

@@ -6,6 +6,8 @@ import { registerKeyCommands } from './key.js';
 import { registerProfileCommands } from './profile.js';
 import { registerDemoCommand } from './demo.js';
 import { registerTokenCommands } from './token.js';
+import { registerCeremonyCommands } from './ceremony.js';
+import { registerEscrowCommands } from './escrow.js';
 
 export function registerCommands(program: Command): void {
   registerUdfCommands(program);
@@ -14,4 +16,6 @@ export function registerCommands(program: Command): void {
   registerProfileCommands(program);
   registerDemoCommand(program);
   registerTokenCommands(program);
+  registerCeremonyCommands(program);
+  registerEscrowCommands(program);
 }

@@ -85,10 +85,6 @@ function describeInfo(info: KeyInfo): string {
   ].join('\n');
 }
 
-function pkcs11NotYet(): MeshkitError {
-  return new MeshkitError(ErrorCode.NOT_SUPPORTED, 'PKCS#11 key references are not supported by this command yet');
-}
-
 /** A parsed `pkcs11:` key reference with the module resolved and the PIN source chosen. */
 interface Pkcs11Target {
   uri: Pkcs11Uri;
@@ -288,20 +284,31 @@ export function registerKeyCommands(program: Command): void {
   addSecretOptions(
     key
       .command('list')
-      .description('list the keys in a software key store (no passphrase needed)')
-      .requiredOption('--store <uri>', 'the store: file:PATH'),
+      .description('list the keys in a store: a software key store (no passphrase needed) or a PKCS#11 token (PIN needed)')
+      .requiredOption('--store <uri>', 'the store: file:PATH or pkcs11:token=LABEL[?module-path=LIB]'),
   )
     .option('--json', 'print JSON')
     .action(async (opts: ListOptions) => {
       const ref = parseStoreReference(opts.store);
-      if (ref.kind !== 'file') throw pkcs11NotYet();
-      const store = await SoftwareKeyStore.open(ref.path, secretSource(opts), { deferUnlock: true });
+      let store: KeyStore;
+      if (ref.kind === 'pkcs11') {
+        const t = pkcs11Target(ref.raw, opts);
+        const { object: _object, id: _id, type: _type, pinValue: _pinValue, pinSource: _pinSource, ...tokenUri } = t.uri;
+        const { Pkcs11KeyStore } = await import('../../keystore/pkcs11/store.js');
+        try {
+          store = await Pkcs11KeyStore.open(tokenUri, t.pin, { modulePath: t.modulePath });
+        } catch (e) {
+          throw withCkrName(e);
+        }
+      } else {
+        store = await SoftwareKeyStore.open(ref.path, secretSource(opts), { deferUnlock: true });
+      }
       try {
         const keys = await store.list();
         emit({ json: opts.json === true }, { store: store.uri, keys }, () =>
           keys.length === 0
             ? `${store.uri}: no keys`
-            : keys.map((k) => `${k.label}\t${k.curve}\t${k.usage}\t${k.keyId}`).join('\n'),
+            : keys.map((k) => `${k.label}\t${k.curve}\t${k.usage}\t${k.keyId}\t${k.extractable ? 'extractable' : 'non-extractable'}\t${k.location}`).join('\n'),
         );
       } finally {
         await store.close();

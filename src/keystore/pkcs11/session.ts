@@ -8,6 +8,11 @@
  *
  * PINs: the bytes are decoded as UTF-8 and handed to pkcs11js as a string (its API); the string
  * cannot be wiped, the bytes from a PIN function are wiped at once.
+ *
+ * {@link Pkcs11SessionPool}: a fixed set of sessions on one token for concurrent signing / deriving
+ * through pkcs11js's asynchronous calls (libuv threadpool). One operation per session at a time
+ * (PKCS#11 forbids concurrent use of a session), callers waiting for a free session are served
+ * first in, first out, and `close()` waits for the operations in flight before closing the sessions.
  */
 import type * as pkcs11js from 'pkcs11js';
 import { abytes, wipe } from '../../core/bytes.js';
@@ -251,5 +256,105 @@ export async function withSession<T>(
     return await fn(session);
   } finally {
     await session.close();
+  }
+}
+
+/**
+ * A fixed set of sessions on one token, each used by one operation at a time. Waiting callers are
+ * served first in, first out. Login is per token, so sessions opened after the login are logged in.
+ */
+export class Pkcs11SessionPool implements AsyncDisposable {
+  /** Every session of the pool (free or busy). */
+  readonly sessions: readonly Pkcs11Session[];
+  #free: Pkcs11Session[];
+  #waiting: Array<(s: Pkcs11Session) => void> = [];
+  /** Operations accepted (waiting or running). */
+  #pending = 0;
+  #idle: Array<() => void> = [];
+  #closing: Promise<void> | undefined;
+
+  private constructor(sessions: Pkcs11Session[]) {
+    this.sessions = sessions;
+    this.#free = [...sessions];
+  }
+
+  /**
+   * Opens `size` sessions on the token in `slot` (all or none).
+   * @param size 1 to 64.
+   * @param opts readWrite: read-write sessions (default false: signing and deriving session objects need none).
+   * @throws RangeError when `size` is not an integer from 1 to 64.
+   * @throws Pkcs11Error when a session cannot be opened (the ones already opened are closed).
+   */
+  static async open(module: Pkcs11Module, slot: SlotInfo, size: number, opts: { readWrite?: boolean } = {}): Promise<Pkcs11SessionPool> {
+    if (!Number.isInteger(size) || size < 1 || size > 64) throw new RangeError(`"size" expected an integer from 1 to 64, got ${String(size)}`);
+    const sessions: Pkcs11Session[] = [];
+    try {
+      for (let i = 0; i < size; i++) sessions.push(Pkcs11Session.open(module, slot, { readWrite: opts.readWrite === true }));
+    } catch (e) {
+      for (const s of sessions) await s.close();
+      throw e;
+    }
+    return new Pkcs11SessionPool(sessions);
+  }
+
+  /** The number of sessions. */
+  get size(): number {
+    return this.sessions.length;
+  }
+
+  /** Sessions running an operation now. */
+  get busy(): number {
+    return this.sessions.length - this.#free.length;
+  }
+
+  /** Callers waiting for a free session. */
+  get waiting(): number {
+    return this.#waiting.length;
+  }
+
+  /** True once {@link close} was called. */
+  get closed(): boolean {
+    return this.#closing !== undefined;
+  }
+
+  /**
+   * Runs `fn` on a free session (waiting, FIFO, while all are busy); the session is returned to the
+   * pool when `fn` settles. `fn` must not keep the session.
+   * @throws Error when the pool is closed (a programming error); whatever `fn` throws.
+   */
+  async use<T>(fn: (session: Pkcs11Session) => Promise<T> | T): Promise<T> {
+    if (this.#closing !== undefined) throw new Error('the PKCS#11 session pool is closed');
+    this.#pending += 1;
+    let session: Pkcs11Session | undefined;
+    try {
+      session = this.#free.pop() ?? (await new Promise<Pkcs11Session>((resolve) => this.#waiting.push(resolve)));
+      return await fn(session);
+    } finally {
+      if (session !== undefined) this.#release(session);
+      this.#pending -= 1;
+      if (this.#pending === 0) for (const done of this.#idle.splice(0)) done();
+    }
+  }
+
+  #release(session: Pkcs11Session): void {
+    const next = this.#waiting.shift();
+    if (next === undefined) this.#free.push(session);
+    else next(session);
+  }
+
+  /**
+   * Refuses new operations, waits for those accepted (running or queued), then closes every
+   * session. Idempotent (later calls return the same promise).
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      if (this.#pending > 0) await new Promise<void>((resolve) => this.#idle.push(resolve));
+      for (const s of this.sessions) await s.close();
+    })();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 }

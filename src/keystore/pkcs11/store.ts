@@ -16,10 +16,23 @@
  * private keys with the label are a Pkcs11Error ERR_PKCS11_OBJECT_AMBIGUOUS naming both CKA_IDs.
  * `getById(id)` of a missing id is a Pkcs11Error ERR_PKCS11_OBJECT_NOT_FOUND.
  *
- * Sessions: the store keeps one read-write session (login is per token, so every session of the
- * process shares it); all operations are synchronous Cryptoki calls on it, so two operations never
- * interleave. A session closed underneath (token removed, C_CloseAllSessions) gives
- * ERR_PKCS11_TOKEN_REMOVED, never an untyped crash.
+ * Sessions: the store keeps one read-write session for key management (login is per token, so
+ * every session of the process shares it); management calls are synchronous Cryptoki calls on it,
+ * so two of them never interleave. Signing and deriving: with `sessions: 1` (the default) they are
+ * synchronous C_SignInit + C_Sign / C_DeriveKey calls on that session too (the lowest latency);
+ * with `sessions: n > 1` the store opens a pool of n more (read-only) sessions and each signature /
+ * agreement runs on a free pool session, one operation per session at a time, waiting callers
+ * served first in, first out. Signatures there use pkcs11js's asynchronous C_SignAsync (the
+ * Cryptoki call runs in the libuv threadpool, so n signatures proceed in parallel). Key agreements
+ * on a pool session stay synchronous C_DeriveKey calls (DERIVE_NOTE): concurrent C_DeriveKeyAsync
+ * on SoftHSM 2.6.1 intermittently failed with CKR_GENERAL_ERROR, and kept failing for that key
+ * afterwards, in this project's tests, so no two derivations ever run at once in this process.
+ * SoftHSM 2.6.1 (token manufacturer "SoftHSM project") is not safe for a C_Sign in a worker thread
+ * while the main thread calls C_SignInit on another session (a segfault in SoftHSM's std::map code
+ * was observed under `npm run bench`); on SoftHSM the pool therefore signs with synchronous C_Sign
+ * (the queueing, FIFO order and close() semantics are the same, but signatures do not overlap).
+ * `close()` waits for the pooled operations in flight. A session closed underneath (token removed,
+ * C_CloseAllSessions) gives ERR_PKCS11_TOKEN_REMOVED, never an untyped crash or a hang.
  */
 import { createHash, createPrivateKey, createPublicKey, randomBytes, verify as nodeVerify } from 'node:crypto';
 import type * as pkcs11js from 'pkcs11js';
@@ -56,13 +69,20 @@ import { isCkr, toPkcs11Error } from './errors.js';
 import { probeCapabilities, type TokenCapabilities } from './capabilities.js';
 import { Pkcs11Module, readTokenInfo, type SlotInfo, type TokenInfo } from './module.js';
 import { pinSourceFromUri } from './pin.js';
-import { Pkcs11Session, withPin } from './session.js';
+import { Pkcs11Session, Pkcs11SessionPool, withPin } from './session.js';
 import { formatPkcs11Uri, parsePkcs11Uri, type Pkcs11Uri } from './uri.js';
 
 /** Options for {@link Pkcs11KeyStore.open}. */
 export interface Pkcs11StoreOptions {
   /** The module when the URI has no `module-path` (then `MESHKIT_PKCS11_MODULE` is tried). */
   modulePath?: string;
+  /**
+   * How many signatures / key agreements may run at once, 1 to 64 (default 1). With 1 they run
+   * synchronously on the store's session; with more, on a pool of that many extra sessions through
+   * pkcs11js's asynchronous calls (the libuv threadpool: raise UV_THREADPOOL_SIZE above 4 to use
+   * more than 4 sessions at once).
+   */
+  sessions?: number;
 }
 
 /** Extra options for keys on a token. */
@@ -82,6 +102,9 @@ export type WrapMechanism = 'CKM_AES_KEY_WRAP' | 'CKM_AES_KEY_WRAP_PAD';
  * @internal
  */
 export const _faultInjection: { afterObjectsCreated?: ((stage: 'generate' | 'import' | 'unwrap') => void) | undefined } = {};
+
+/** Token manufacturers whose modules crash on concurrent Cryptoki calls from several threads (see the header). */
+const THREAD_UNSAFE_MANUFACTURERS = new Set(['SoftHSM project']);
 
 const PRIVATE_LENGTH: Record<Curve, number> = { Ed25519: 32, Ed448: 57, X25519: 32, X448: 56, 'P-256': 32 };
 const SIG_LENGTH: Record<string, number> = { Ed25519: 64, Ed448: 114, 'P-256': 64 };
@@ -159,6 +182,69 @@ function publicOfPrivate(curve: Curve, raw: Uint8Array): PublicKey {
   }
 }
 
+/** Ends a signature operation after a failure (C_Sign with a buffer terminates it), so the session stays usable. */
+function terminateSign(lib: pkcs11js.PKCS11, session: Buffer, input: Buffer, outLength: number): void {
+  try {
+    lib.C_Sign(session, input, Buffer.alloc(outLength));
+  } catch {
+    // expected: the operation was not active any more, or fails again
+  }
+}
+
+/** The meshkit signature from what C_Sign returned: raw r||s for P-256, checked length for EdDSA. */
+function signatureResult(curve: Curve, sig: Buffer): Uint8Array {
+  const out = new Uint8Array(sig);
+  if (curve === 'P-256') return ecdsaToRaw(out);
+  if (out.length !== SIG_LENGTH[curve]) {
+    throw new Pkcs11Error(ErrorCode.PKCS11, `the token returned a ${out.length}-byte ${curve} signature`, { operation: 'C_Sign' });
+  }
+  return out;
+}
+
+/** The template of the session secret CKM_ECDH1_DERIVE (CKD_NULL) makes: Z, readable, not on the token. */
+function secretTemplate(zLength: number): pkcs11js.Template {
+  return [
+    { type: pk('CKA_CLASS'), value: pk('CKO_SECRET_KEY') },
+    { type: pk('CKA_KEY_TYPE'), value: pk('CKK_GENERIC_SECRET') },
+    { type: pk('CKA_TOKEN'), value: false },
+    { type: pk('CKA_SENSITIVE'), value: false },
+    { type: pk('CKA_EXTRACTABLE'), value: true },
+    { type: pk('CKA_VALUE_LEN'), value: zLength },
+  ];
+}
+
+/** Maps a C_DeriveKey failure: a refused peer point is a KeyError, the rest Pkcs11Errors. */
+function deriveError(e: unknown): Error {
+  if (isCkr(e, 'CKR_FUNCTION_FAILED') || isCkr(e, 'CKR_ARGUMENTS_BAD') || isCkr(e, 'CKR_MECHANISM_PARAM_INVALID')) {
+    return new KeyError(ErrorCode.KEY_INVALID, `key agreement with the peer key failed on the token (low-order or invalid point?): ${toPkcs11Error(e, 'C_DeriveKey').message}`, { cause: e });
+  }
+  return e instanceof MeshkitError ? e : toPkcs11Error(e, 'C_DeriveKey');
+}
+
+/** Reads Z from the derived session object and destroys the object. */
+function readSecret(lib: pkcs11js.PKCS11, session: Buffer, secret: Buffer, zLength: number): Uint8Array {
+  try {
+    const value = lib.C_GetAttributeValue(session, secret, [{ type: pk('CKA_VALUE') }])[0]?.value;
+    if (value === undefined || value.length !== zLength) {
+      throw new Pkcs11Error(ErrorCode.PKCS11, `the derived secret has ${value?.length ?? 0} bytes, expected ${zLength}`, { operation: 'C_GetAttributeValue' });
+    }
+    const z = new Uint8Array(value);
+    wipe(value);
+    if (z.every((b) => b === 0)) {
+      throw new KeyError(ErrorCode.KEY_INVALID, 'key agreement produced the all-zero value (low-order peer point)');
+    }
+    return z;
+  } catch (e) {
+    throw e instanceof MeshkitError ? e : toPkcs11Error(e, 'C_GetAttributeValue');
+  } finally {
+    try {
+      lib.C_DestroyObject(session, secret);
+    } catch {
+      // a session object vanishes with the session anyway
+    }
+  }
+}
+
 function assertOwnStoreHandle(handles: WeakMap<KeyHandle, KeyRecord>, h: KeyHandle): KeyRecord {
   const r = handles.get(h);
   if (r === undefined) throw new TypeError('"key" expected a KeyHandle from this Pkcs11KeyStore');
@@ -176,16 +262,30 @@ export class Pkcs11KeyStore implements KeyStore {
   /** Warnings from parsing the URI (e.g. pin-value is unsafe). */
   readonly warnings: readonly string[];
   #session: Pkcs11Session;
+  /** The signing / deriving pool when opened with `sessions > 1`. */
+  #pool: Pkcs11SessionPool | undefined;
   #pin: SecretSource;
   #mechanisms: Set<number>;
   #handles = new WeakMap<KeyHandle, KeyRecord>();
   #closed = false;
+  #closing: Promise<void> | undefined;
+  /** Whether pooled signatures use C_SignAsync (false for tokens known not to be thread-safe). */
+  #asyncSign: boolean;
 
-  private constructor(module: Pkcs11Module, slot: SlotInfo, session: Pkcs11Session, pin: SecretSource, warnings: string[]) {
+  private constructor(
+    module: Pkcs11Module,
+    slot: SlotInfo,
+    session: Pkcs11Session,
+    pool: Pkcs11SessionPool | undefined,
+    pin: SecretSource,
+    warnings: string[],
+  ) {
     this.module = module;
     this.slot = slot;
     this.token = slot.token as TokenInfo;
     this.#session = session;
+    this.#pool = pool;
+    this.#asyncSign = !THREAD_UNSAFE_MANUFACTURERS.has(this.token.manufacturer);
     this.#pin = pin;
     this.warnings = warnings;
     this.#mechanisms = new Set(session.lib.C_GetMechanismList(slot.handle));
@@ -197,6 +297,8 @@ export class Pkcs11KeyStore implements KeyStore {
    * @param uri a `pkcs11:` URI (string or parsed) naming the token (token / serial / … attributes) and
    *   usually the module (`module-path`); object attributes are ignored here.
    * @param pin the user PIN source; the URI's `pin-source` / `pin-value` take precedence when present.
+   * @param opts modulePath (when the URI has none), sessions (concurrent signing sessions, default 1).
+   * @throws TypeError / RangeError when `opts.sessions` is not an integer from 1 to 64.
    * @throws Pkcs11Error ERR_PKCS11_URI_INVALID, ERR_PKCS11_MODULE (no or bad module),
    *   ERR_PKCS11_TOKEN_NOT_FOUND (lists the tokens present), ERR_PKCS11_PIN_INCORRECT (says what the
    *   token reports about tries left), ERR_PKCS11_PIN_LOCKED; KeyStoreError ERR_SECRET_SOURCE.
@@ -207,6 +309,11 @@ export class Pkcs11KeyStore implements KeyStore {
     if (typeof uri === 'string') ({ uri: parsed, warnings } = parsePkcs11Uri(uri));
     else if (typeof uri === 'object' && uri !== null) parsed = uri;
     else throw new TypeError(`"uri" expected a pkcs11: URI string or a parsed Pkcs11Uri`);
+    const sessions = opts.sessions ?? 1;
+    if (typeof sessions !== 'number') throw new TypeError(`"opts.sessions" expected a number, got ${typeof sessions}`);
+    if (!Number.isInteger(sessions) || sessions < 1 || sessions > 64) {
+      throw new RangeError(`"opts.sessions" expected an integer from 1 to 64, got ${sessions}`);
+    }
     const modulePath = parsed.modulePath ?? opts.modulePath ?? process.env['MESHKIT_PKCS11_MODULE'];
     if (modulePath === undefined || modulePath === '') {
       throw new Pkcs11Error(
@@ -217,12 +324,15 @@ export class Pkcs11KeyStore implements KeyStore {
     const source = pinSourceFromUri(parsed) ?? pin;
     const module = await Pkcs11Module.open(modulePath);
     let session: Pkcs11Session | undefined;
+    let pool: Pkcs11SessionPool | undefined;
     try {
       const slot = await module.findToken(parsed);
       session = Pkcs11Session.open(module, slot);
       await session.login(source);
-      return new Pkcs11KeyStore(module, slot, session, source, warnings);
+      if (sessions > 1) pool = await Pkcs11SessionPool.open(module, slot, sessions);
+      return new Pkcs11KeyStore(module, slot, session, pool, source, warnings);
     } catch (e) {
+      await pool?.close();
       await session?.close();
       await module.close();
       throw e;
@@ -427,6 +537,34 @@ export class Pkcs11KeyStore implements KeyStore {
    * Destroys the private and public objects of the key labelled `label`.
    * @throws KeyStoreError ERR_KEYSTORE_NOT_FOUND; Pkcs11Error ERR_PKCS11_OBJECT_AMBIGUOUS or a Cryptoki failure.
    */
+  /**
+   * Destroys every object (private key, public key, any class) whose label AND CKA_ID both match —
+   * also a private key whose public object was never created (a process killed inside
+   * {@link importPrivate} or {@link generate}), which {@link list} cannot show. Used by
+   * `ceremony abort`, which knows the CKA_IDs an interrupted ceremony recorded.
+   * @returns the number of objects destroyed.
+   * @throws Pkcs11Error when the token refuses.
+   */
+  async destroyObjects(match: { label: string; id: Uint8Array }): Promise<number> {
+    alabel(match.label);
+    abytes(match.id, 'match.id');
+    if (match.id.length === 0) throw new RangeError('"match.id" must not be empty');
+    return this.#run(`destroying objects labelled ${JSON.stringify(match.label)}`, () => {
+      const found = this.#session.find([
+        { type: pk('CKA_LABEL'), value: match.label },
+        { type: pk('CKA_ID'), value: Buffer.from(match.id) },
+      ]);
+      for (const o of found) {
+        try {
+          this.#session.lib.C_DestroyObject(this.#session.handle, o);
+        } catch (e) {
+          throw this.#mapError(e, 'C_DestroyObject', `destroying objects labelled ${JSON.stringify(match.label)}`);
+        }
+      }
+      return found.length;
+    });
+  }
+
   async delete(label: string): Promise<void> {
     alabel(label);
     const r = await this.#findOne({ label }, true);
@@ -445,12 +583,28 @@ export class Pkcs11KeyStore implements KeyStore {
     });
   }
 
-  /** Closes the session and releases the module. Handles stop working. Idempotent. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    await this.#session.close();
-    await this.module.close();
+  /** The number of concurrent signing / deriving sessions (`opts.sessions` of {@link open}). */
+  get sessions(): number {
+    return this.#pool?.size ?? 1;
+  }
+
+  /** Whether pooled signatures overlap (pkcs11js C_SignAsync); false with one session or a token known not to be thread-safe (SoftHSM). */
+  get parallelSigning(): boolean {
+    return this.#pool !== undefined && this.#asyncSign;
+  }
+
+  /**
+   * Closes the sessions and releases the module; handles stop working. With a session pool, waits
+   * first for the signatures / agreements already started (or queued). Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#closed = true;
+      await this.#pool?.close();
+      await this.#session.close();
+      await this.module.close();
+    })();
+    return this.#closing;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -892,16 +1046,21 @@ export class Pkcs11KeyStore implements KeyStore {
 
   #sign(r: KeyRecord, data: Uint8Array): Promise<Uint8Array> {
     const curve = r.curve;
+    const pool = this.#pool;
     // An empty Buffer may reach the module as a NULL pointer (SoftHSM: CKR_ARGUMENTS_BAD): pass an
-    // empty view of a real allocation instead.
+    // empty view of a real allocation instead. The pooled (asynchronous) path signs a copy: the
+    // module reads it on another thread, after the caller got control back.
     const input =
       curve === 'P-256'
         ? createHash('sha256').update(data).digest()
         : data.length === 0
           ? Buffer.alloc(1).subarray(0, 0)
-          : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+          : pool === undefined
+            ? Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+            : Buffer.from(data);
     const mechanism = curve === 'P-256' ? pk('CKM_ECDSA') : CKM_EDDSA;
     const outLength = curve === 'P-256' ? 144 : (SIG_LENGTH[curve] ?? 114);
+    if (pool !== undefined) return this.#poolSign(pool, r, input, mechanism, outLength);
     return this.#withKey(r, 'signing', (lib, session, contextLogin) => {
       try {
         lib.C_SignInit(session, { mechanism }, r.priv);
@@ -913,21 +1072,52 @@ export class Pkcs11KeyStore implements KeyStore {
         contextLogin();
         sig = lib.C_Sign(session, input, Buffer.alloc(outLength));
       } catch (e) {
-        // C_Sign terminates the operation even when it fails: do so, so the session stays usable.
-        try {
-          lib.C_Sign(session, input, Buffer.alloc(outLength));
-        } catch {
-          // expected
-        }
+        terminateSign(lib, session, input, outLength);
         throw e instanceof MeshkitError ? e : toPkcs11Error(e, 'C_Sign');
       }
-      const out = new Uint8Array(sig);
-      if (curve === 'P-256') return ecdsaToRaw(out);
-      if (out.length !== SIG_LENGTH[curve]) {
-        throw new Pkcs11Error(ErrorCode.PKCS11, `the token returned a ${out.length}-byte ${curve} signature`, { operation: 'C_Sign' });
-      }
-      return out;
+      return signatureResult(curve, sig);
     });
+  }
+
+  /**
+   * A signature on a free pool session: C_SignInit (+ the context-specific login of a
+   * CKA_ALWAYS_AUTHENTICATE key, on this same session) synchronously, then C_SignAsync.
+   */
+  async #poolSign(pool: Pkcs11SessionPool, r: KeyRecord, input: Buffer, mechanism: number, outLength: number): Promise<Uint8Array> {
+    this.#assertOpen();
+    try {
+      return await pool.use(async (session) => {
+        const lib = session.lib;
+        const h = session.handle;
+        const begin = (pin: string | undefined): void => {
+          try {
+            lib.C_SignInit(h, { mechanism }, r.priv);
+          } catch (e) {
+            throw toPkcs11Error(e, 'C_SignInit');
+          }
+          if (pin === undefined) return;
+          try {
+            session.contextLogin(pin);
+          } catch (e) {
+            terminateSign(lib, h, input, outLength);
+            throw e;
+          }
+        };
+        if (r.alwaysAuthenticate) await withPin(this.#pin, begin);
+        else begin(undefined);
+        let sig: Buffer;
+        try {
+          sig = this.#asyncSign ? await lib.C_SignAsync(h, input, Buffer.alloc(outLength)) : lib.C_Sign(h, input, Buffer.alloc(outLength));
+        } catch (e) {
+          // (the reference to `input` here also keeps it alive while the module reads it)
+          terminateSign(lib, h, input, outLength);
+          throw toPkcs11Error(e, 'C_Sign');
+        }
+        return signatureResult(r.curve, sig);
+      });
+    } catch (e) {
+      throw this.#mapError(e, 'C_*', `signing with key ${JSON.stringify(r.label)}`);
+    }
   }
 
   async #derive(r: KeyRecord, peer: PublicJwk): Promise<Uint8Array> {
@@ -940,52 +1130,41 @@ export class Pkcs11KeyStore implements KeyStore {
     }
     if (peerKey.curve !== r.curve) throw new KeyError(ErrorCode.KEY_INVALID, `"peer" is a ${peerKey.curve} key, expected ${r.curve}`);
     const zLength = Z_LENGTH[r.curve];
+    const mechanism = {
+      mechanism: pk('CKM_ECDH1_DERIVE'),
+      parameter: { type: pk('CK_PARAMS_EC_DH'), kdf: pk('CKD_NULL'), publicData: Buffer.from(peerKey.raw) } as pkcs11js.ECDH1,
+    };
+    const template = secretTemplate(zLength);
+    const pool = this.#pool;
+    if (pool !== undefined) {
+      this.#assertOpen();
+      try {
+        return await pool.use(async (session) => {
+          const lib = session.lib;
+          const h = session.handle;
+          if (r.alwaysAuthenticate) await withPin(this.#pin, (pin) => session.contextLogin(pin));
+          // Synchronous on purpose (DERIVE_NOTE in the header): never two C_DeriveKey at once in this process.
+          let secret: Buffer;
+          try {
+            secret = lib.C_DeriveKey(h, mechanism, r.priv, template);
+          } catch (e) {
+            throw deriveError(e);
+          }
+          return readSecret(lib, h, secret, zLength);
+        });
+      } catch (e) {
+        throw this.#mapError(e, 'C_*', `key agreement with key ${JSON.stringify(r.label)}`);
+      }
+    }
     return this.#withKey(r, 'key agreement', (lib, session, contextLogin) => {
       let secret: Buffer;
       try {
         contextLogin();
-        secret = lib.C_DeriveKey(
-          session,
-          {
-            mechanism: pk('CKM_ECDH1_DERIVE'),
-            parameter: { type: pk('CK_PARAMS_EC_DH'), kdf: pk('CKD_NULL'), publicData: Buffer.from(peerKey.raw) } as pkcs11js.ECDH1,
-          },
-          r.priv,
-          [
-            { type: pk('CKA_CLASS'), value: pk('CKO_SECRET_KEY') },
-            { type: pk('CKA_KEY_TYPE'), value: pk('CKK_GENERIC_SECRET') },
-            { type: pk('CKA_TOKEN'), value: false },
-            { type: pk('CKA_SENSITIVE'), value: false },
-            { type: pk('CKA_EXTRACTABLE'), value: true },
-            { type: pk('CKA_VALUE_LEN'), value: zLength },
-          ],
-        );
+        secret = lib.C_DeriveKey(session, mechanism, r.priv, template);
       } catch (e) {
-        if (isCkr(e, 'CKR_FUNCTION_FAILED') || isCkr(e, 'CKR_ARGUMENTS_BAD') || isCkr(e, 'CKR_MECHANISM_PARAM_INVALID')) {
-          throw new KeyError(ErrorCode.KEY_INVALID, `key agreement with the peer key failed on the token (low-order or invalid point?): ${toPkcs11Error(e, 'C_DeriveKey').message}`, { cause: e });
-        }
-        throw e instanceof MeshkitError ? e : toPkcs11Error(e, 'C_DeriveKey');
+        throw deriveError(e);
       }
-      try {
-        const value = lib.C_GetAttributeValue(session, secret, [{ type: pk('CKA_VALUE') }])[0]?.value;
-        if (value === undefined || value.length !== zLength) {
-          throw new Pkcs11Error(ErrorCode.PKCS11, `the derived secret has ${value?.length ?? 0} bytes, expected ${zLength}`, { operation: 'C_GetAttributeValue' });
-        }
-        const z = new Uint8Array(value);
-        wipe(value);
-        if (z.every((b) => b === 0)) {
-          throw new KeyError(ErrorCode.KEY_INVALID, 'key agreement produced the all-zero value (low-order peer point)');
-        }
-        return z;
-      } catch (e) {
-        throw e instanceof MeshkitError ? e : toPkcs11Error(e, 'C_GetAttributeValue');
-      } finally {
-        try {
-          lib.C_DestroyObject(session, secret);
-        } catch {
-          // a session object vanishes with the session anyway
-        }
-      }
+      return readSecret(lib, session, secret, zLength);
     });
   }
 

@@ -1,0 +1,143 @@
+/**
+ * `ceremony abort`: cleans up an interrupted ceremony (docs/ceremony.md, crash safety).
+ *
+ * It reads the interrupted ceremony's transcript (`DIR/.staging/transcript.jsonl`, or
+ * `DIR/transcript.jsonl` when the crash came in the middle of publishing), checks that it belongs
+ * to this plan, deletes exactly the token objects the transcript says were (or were about to be)
+ * created — the labels of `keys-intent`, and, when the `keys` entry exists, only keys whose UDF is
+ * the recorded one — then securely overwrites and removes `.staging` and any file the ceremony
+ * had already moved into DIR. Nothing is recorded as done.
+ */
+import { readdir, readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { fromHex, fromUtf8 } from '../core/bytes.js';
+import { ErrorCode, KeyStoreError } from '../core/errors.js';
+import { HashLog, type LogEntry } from '../core/hashlog.js';
+import { parseJsonStrict } from '../core/jose.js';
+import { openKeyStore, type KeyStore, type SecretSource } from '../keystore/index.js';
+import { exists, secureRemoveFile, secureRemoveTree } from './files.js';
+import { CeremonyError, type CeremonyPlan } from './plan.js';
+import { OUTPUT_DIRS, OUTPUT_FILES, STAGING_DIR } from './run.js';
+
+export interface AbortCeremonyOptions {
+  out: string;
+  /** The token PIN / software store passphrase (needed only when the transcript reached keys-intent). */
+  secrets: { token: SecretSource };
+  modulePath?: string;
+}
+
+export interface AbortSummary {
+  out: string;
+  /** Steps the interrupted transcript recorded. */
+  interruptedAfter: string | null;
+  deletedKeys: Array<{ label: string; keyId: string }>;
+  removedFiles: string[];
+}
+
+async function readLines(path: string): Promise<string[] | undefined> {
+  let text: string;
+  try {
+    text = fromUtf8(new Uint8Array(await readFile(path)));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+  return text.split('\n').filter((l) => l !== '');
+}
+
+/**
+ * Cleans up the interrupted ceremony in `opts.out` made with `plan`.
+ * @throws CeremonyError ERR_CEREMONY_STATE when there is nothing interrupted to abort (no `.staging`:
+ *   a finished ceremony is never undone), the transcript is of another plan, or a key on the token
+ *   under a recorded label is not the recorded key (it is left alone).
+ * @throws LogError when the transcript does not verify; the store's errors (PIN, token).
+ */
+export async function abortCeremony(plan: CeremonyPlan, opts: AbortCeremonyOptions): Promise<AbortSummary> {
+  if (typeof plan !== 'object' || plan === null || !(plan.bytes instanceof Uint8Array)) throw new TypeError('"plan" expected a CeremonyPlan from parsePlan');
+  if (typeof opts?.out !== 'string' || opts.out === '') throw new TypeError('"opts.out" expected a directory path');
+  const out = resolve(opts.out);
+  const staging = join(out, STAGING_DIR);
+  if (!(await exists(staging))) {
+    throw new CeremonyError(
+      ErrorCode.CEREMONY_STATE,
+      `${out} holds no interrupted ceremony (no ${STAGING_DIR}): nothing to abort` +
+        ((await exists(join(out, 'transcript.head.json'))) ? ' (it holds a finished ceremony, which abort never undoes)' : ''),
+    );
+  }
+  const lines = (await readLines(join(staging, 'transcript.jsonl'))) ?? (await readLines(join(out, 'transcript.jsonl'))) ?? [];
+  const entries: LogEntry[] = [];
+  if (lines.length > 0) {
+    HashLog.fromLines(lines);
+    for (const l of lines) entries.push(parseJsonStrict(l) as LogEntry);
+  }
+  const planEntry = entries.find((e) => e.Type === 'plan');
+  if (planEntry !== undefined && planEntry.Body['Plan'] !== plan.fingerprint) {
+    throw new CeremonyError(
+      ErrorCode.CEREMONY_STATE,
+      `the interrupted ceremony in ${out} ran plan ${String(planEntry.Body['Plan'])}, not this plan (${plan.fingerprint}): give the plan it ran`,
+    );
+  }
+  const intent = entries.find((e) => e.Type === 'keys-intent');
+  const keys = entries.find((e) => e.Type === 'keys');
+  const deletedKeys: AbortSummary['deletedKeys'] = [];
+  if (intent !== undefined) {
+    const labels = ((intent.Body['Keys'] as Array<{ Label: string }> | undefined) ?? []).map((k) => k.Label);
+    const recorded = new Map<string, string>();
+    for (const k of (keys?.Body['Keys'] as Array<{ Label: string; UDF: string }> | undefined) ?? []) recorded.set(k.Label, k.UDF);
+    const store: KeyStore = await openKeyStore(plan.token, opts.secrets.token, opts.modulePath === undefined ? {} : { modulePath: opts.modulePath });
+    try {
+      const present = new Map((await store.list()).map((k) => [k.label, k.keyId]));
+      // Check every key first, delete after: a foreign key stops the abort before anything is removed.
+      for (const label of labels) {
+        const found = present.get(label);
+        const expected = recorded.get(label);
+        if (found !== undefined && expected !== undefined && found !== expected) {
+          throw new CeremonyError(
+            ErrorCode.CEREMONY_STATE,
+            `the key labelled ${JSON.stringify(label)} on the token is ${found}, not the interrupted ceremony's ${expected}: it was left alone; nothing was removed`,
+          );
+        }
+      }
+      for (const label of labels) {
+        const found = present.get(label);
+        if (found === undefined) continue;
+        try {
+          await store.delete(label);
+        } catch (e) {
+          if (!(e instanceof KeyStoreError && e.code === ErrorCode.KEYSTORE_NOT_FOUND)) throw e;
+          continue;
+        }
+        deletedKeys.push({ label, keyId: found });
+      }
+      // A process killed inside an import or generation can leave a private object without its public
+      // one, which list() cannot show; the transcript's CKA_IDs find exactly those.
+      const destroyer = store as Partial<{ destroyObjects(m: { label: string; id: Uint8Array }): Promise<number> }>;
+      if (typeof destroyer.destroyObjects === 'function') {
+        for (const k of (keys?.Body['Keys'] as Array<{ Label: string; UDF: string; CkaId?: string }> | undefined) ?? []) {
+          if (k.CkaId === undefined || !labels.includes(k.Label)) continue;
+          const n = await destroyer.destroyObjects({ label: k.Label, id: fromHex(k.CkaId, 'CkaId') });
+          if (n > 0 && !deletedKeys.some((d) => d.label === k.Label)) deletedKeys.push({ label: k.Label, keyId: k.UDF });
+        }
+      }
+    } finally {
+      await store.close();
+    }
+  }
+  const removedFiles: string[] = [];
+  for (const f of OUTPUT_FILES) {
+    if (await exists(join(out, f))) {
+      await secureRemoveFile(join(out, f));
+      removedFiles.push(f);
+    }
+  }
+  for (const d of OUTPUT_DIRS) {
+    const dir = join(out, d);
+    if (await exists(dir)) {
+      for (const f of await readdir(dir)) removedFiles.push(`${d}/${f}`);
+      await secureRemoveTree(dir);
+    }
+  }
+  removedFiles.push(STAGING_DIR);
+  await secureRemoveTree(staging);
+  return { out, interruptedAfter: entries.at(-1)?.Type ?? null, deletedKeys, removedFiles };
+}

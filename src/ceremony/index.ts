@@ -1,0 +1,23 @@
+/**
+ * The offline master-key ceremony (Step 3, docs/ceremony.md): plan parsing, the run engine, abort
+ * of an interrupted ceremony, and the ceremony's file formats (share files, atomic writes).
+ */
+export { CeremonyError, parsePlan, planFingerprint, redactTokenUri, KEY_ORIGINS, DEFAULT_ALGORITHMS, DEFAULT_LABELS } from './plan.js';
+export type { CeremonyPlan, KeyOrigin, PlanAdministrator } from './plan.js';
+export { runCeremony, checkOutDir, keyObjectIdHex, CEREMONY_FAULT_POINTS, STAGING_DIR, OUTPUT_FILES, OUTPUT_DIRS } from './run.js';
+export type { CeremonyFaultPoint, CeremonyPrompts, CeremonySecrets, CeremonyStepReport, CeremonySummary, RunCeremonyOptions } from './run.js';
+export { abortCeremony } from './abort.js';
+export type { AbortCeremonyOptions, AbortSummary } from './abort.js';
+export {
+  formatShareFile,
+  parseShareFile,
+  shareCheck,
+  verifyShareCheck,
+  writeFileAtomic,
+  secureRemoveFile,
+  secureRemoveTree,
+  fsyncDir,
+  SHARE_CHECK_CONTENT_TYPE,
+  SHARE_CHECK_BITS,
+} from './files.js';
+export type { ShareFile, ParsedShareFile } from './files.js';

@@ -1,0 +1,225 @@
+/**
+ * `meshkit ceremony …`: the offline master-key ceremony (docs/ceremony.md). A thin CLI over
+ * src/ceremony.
+ *
+ *   meshkit ceremony run --plan PLAN.json --out DIR [--yes] [--pin-env V | --pin-file F]
+ *                        [--admin-pin-env NAME=VAR …] [--operator NAME] [--module LIB] [--json]
+ *   meshkit ceremony abort --plan PLAN.json --out DIR [--pin-env V | --pin-file F] [--module LIB] [--json]
+ *
+ * Interactive by default: each step is shown and confirmed, each custodian's share is shown alone
+ * (the screen is cleared between custodians) and the operator and each witness type their name.
+ * `--yes` runs without any prompt: PINs and passphrases come from --pin-env / --pin-file (or
+ * MESHKIT_PIN / MESHKIT_PASSPHRASE, a URI's pin-source, --admin-pin-env); a missing one exits 2
+ * naming the option.
+ *
+ * Test-only: MESHKIT_CEREMONY_FAULT_AFTER=<point> kills the process after that point (refused
+ * unless MESHKIT_TEST=1).
+ *
+ * Exit codes: 0 done; 1 failed or refused (invalid plan, non-empty DIR, interrupted ceremony,
+ * token cannot do it); 2 usage (missing secret with --yes, bad option).
+ */
+import { readFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { ErrorCode, KeyStoreError } from '../../core/errors.js';
+import {
+  abortCeremony,
+  CEREMONY_FAULT_POINTS,
+  parsePlan,
+  runCeremony,
+  type CeremonyFaultPoint,
+  type CeremonyPlan,
+  type CeremonyPrompts,
+  type PlanAdministrator,
+} from '../../ceremony/index.js';
+import type { SecretSource } from '../../keystore/index.js';
+import { emit, note } from '../output.js';
+import { UsageError } from '../main.js';
+import { secretSource } from '../secrets.js';
+import { withCkrName } from './token.js';
+import { registerCeremonyRecoveryCommands } from './ceremony-recovery.js';
+
+interface CommonOptions {
+  plan: string;
+  out: string;
+  pinEnv?: string;
+  pinFile?: string;
+  module?: string;
+  json?: boolean;
+}
+interface RunOptions extends CommonOptions {
+  yes?: boolean;
+  adminPinEnv?: string[];
+  operator?: string;
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+async function loadPlan(path: string): Promise<CeremonyPlan> {
+  let bytes: Uint8Array;
+  try {
+    bytes = new Uint8Array(await readFile(path));
+  } catch (e) {
+    throw new KeyStoreError(ErrorCode.IO, `cannot read the plan ${path}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, { cause: e });
+  }
+  return parsePlan(bytes);
+}
+
+function tokenSecret(plan: CeremonyPlan, opts: CommonOptions, interactive: boolean): SecretSource {
+  const software = plan.token.startsWith('file:');
+  return secretSource(
+    { ...(opts.pinEnv === undefined ? {} : { pinEnv: opts.pinEnv }), ...(opts.pinFile === undefined ? {} : { pinFile: opts.pinFile }) },
+    {
+      purpose: software ? 'passphrase' : 'PIN',
+      subject: software ? `key store ${plan.token}` : `token ${plan.token.split('?')[0] ?? plan.token}`,
+      ...(interactive ? {} : { isTTY: false }),
+    },
+  );
+}
+
+function adminSecrets(plan: CeremonyPlan, specs: string[], interactive: boolean): (admin: PlanAdministrator) => SecretSource | undefined {
+  const byName = new Map<string, string>();
+  for (const spec of specs) {
+    const eq = spec.indexOf('=');
+    if (eq <= 0 || eq === spec.length - 1) throw new UsageError(`--admin-pin-env expects NAME=VAR, got ${JSON.stringify(spec)}`);
+    const name = spec.slice(0, eq);
+    if (!plan.administrators.some((a) => a.name === name)) {
+      throw new UsageError(`--admin-pin-env ${name}=…: the plan has no administrator named ${JSON.stringify(name)} (${plan.administrators.map((a) => a.name).join(', ')})`);
+    }
+    byName.set(name, spec.slice(eq + 1));
+  }
+  return (admin) => {
+    const variable = byName.get(admin.name);
+    if (variable !== undefined) return secretSource({ pinEnv: variable }, { purpose: 'PIN' });
+    if (admin.key?.includes('pin-source=') === true) return undefined;
+    if (!interactive) {
+      return () => {
+        throw new UsageError(`administrator ${JSON.stringify(admin.name)} needs a PIN or passphrase and --yes allows no prompt: use --admin-pin-env ${admin.name}=VAR or pin-source in its key URI`);
+      };
+    }
+    return secretSource({}, { purpose: 'PIN', subject: `administrator ${admin.name}`, env: {} });
+  };
+}
+
+function faultFromEnv(): CeremonyFaultPoint | undefined {
+  const value = process.env['MESHKIT_CEREMONY_FAULT_AFTER'];
+  if (value === undefined || value === '') return undefined;
+  if (process.env['MESHKIT_TEST'] !== '1') throw new UsageError('MESHKIT_CEREMONY_FAULT_AFTER is a test-only switch and is refused unless MESHKIT_TEST=1');
+  if (!(CEREMONY_FAULT_POINTS as readonly string[]).includes(value)) {
+    throw new UsageError(`MESHKIT_CEREMONY_FAULT_AFTER must be one of ${CEREMONY_FAULT_POINTS.join(', ')}, got ${JSON.stringify(value)}`);
+  }
+  return value as CeremonyFaultPoint;
+}
+
+async function interactivePrompts(): Promise<CeremonyPrompts> {
+  const { confirm, input } = await import('@inquirer/prompts');
+  const ctx = { output: process.stderr };
+  return {
+    async confirmStep(step, detail) {
+      return confirm({ message: `Step "${step}": ${detail}. Proceed?`, default: true }, ctx);
+    },
+    async presentShare(info) {
+      process.stderr.write('\x1b[2J\x1b[H');
+      process.stderr.write(`Share ${info.index} of ${info.count} for ${info.custodian} (written to ${info.path}):\n\n${info.text}\n`);
+      await confirm({ message: `${info.custodian}: have you taken your share card? (the screen is cleared next)`, default: true }, ctx);
+      process.stderr.write('\x1b[2J\x1b[H');
+    },
+    async acknowledge(who, role) {
+      return input({ message: `${role === 'operator' ? 'Operator' : 'Witness'} ${who}: type your name to confirm the ceremony` }, ctx);
+    },
+  };
+}
+
+/** Registers `meshkit ceremony run` and `meshkit ceremony abort`; returns the `ceremony` command for more subcommands. */
+export function registerCeremonyCommands(program: Command): Command {
+  const ceremony = program.command('ceremony').description('the offline master-key ceremony: run, abort (and verify, recover)');
+
+  // ---- ceremony run
+  ceremony
+    .command('run')
+    .description('run a ceremony plan: master keys on the token, profiles, offline escrow, signed transcript')
+    .requiredOption('--plan <file>', 'the ceremony plan (JSON)')
+    .requiredOption('--out <dir>', 'output directory (must not exist or be empty)')
+    .option('--yes', 'non-interactive: no prompts; secrets from --pin-env / --pin-file / --admin-pin-env')
+    .option('--pin-env <var>', "the token's PIN (or the software store's passphrase) from an environment variable")
+    .option('--pin-file <path>', "the token's PIN (or passphrase) from the first line of a file")
+    .option('--admin-pin-env <name=var>', "an administrator key's PIN from an environment variable (repeatable)", collect, [])
+    .option('--operator <name>', 'the operator name recorded in the transcript (default: the OS user)')
+    .option('--module <lib>', 'PKCS#11 module when the URIs have no module-path')
+    .option('--json', 'one JSON document on stdout')
+    .action(async (opts: RunOptions) => {
+      if (opts.pinEnv !== undefined && opts.pinFile !== undefined) throw new UsageError('give only one of --pin-env, --pin-file');
+      const fault = faultFromEnv();
+      const plan = await loadPlan(opts.plan);
+      const interactive = opts.yes !== true;
+      if (interactive && process.stdin.isTTY !== true) {
+        throw new UsageError('ceremony run is interactive and stdin is not a terminal: use --yes (with --pin-env / --pin-file) for scripts');
+      }
+      const out = { json: opts.json === true };
+      try {
+        const summary = await runCeremony(plan, {
+          out: opts.out,
+          secrets: { token: tokenSecret(plan, opts, interactive), admin: adminSecrets(plan, opts.adminPinEnv ?? [], interactive) },
+          interactive,
+          ...(interactive ? { confirm: await interactivePrompts() } : {}),
+          onStep: (s) => note(out, `✓ ${s.step}: ${s.detail} (${s.ms} ms)`),
+          ...(fault === undefined ? {} : { fault }),
+          ...(opts.operator === undefined ? {} : { operator: opts.operator }),
+          ...(opts.module === undefined ? {} : { modulePath: opts.module }),
+        });
+        emit(out, summary, () =>
+          [
+            `ceremony ${summary.ceremonyId} done (${summary.origin}) in ${summary.out}`,
+            `master       ${summary.master.identifier}`,
+            `escrow key   ${summary.master.escrowKey}`,
+            `personal     signed by ${summary.personal.administrator} (${summary.personal.signedBy})`,
+            ...(summary.escrow === undefined ? ['escrow       none (generate-on-token: keys never leave the token)'] : [
+              `escrow blob  ${summary.escrow.blobId}`,
+              `shares       ${summary.escrow.threshold} of ${summary.escrow.shares}, verified with shares ${summary.escrow.verifiedWith.join(', ')}`,
+            ]),
+            `transcript   ${summary.transcript.entries} entries, head ${summary.transcript.head ?? '-'}`,
+            `files        ${summary.files.join(', ')}`,
+          ].join('\n'),
+        );
+      } catch (e) {
+        throw withCkrName(e);
+      }
+    });
+
+  // ---- ceremony abort
+  ceremony
+    .command('abort')
+    .description("clean up an interrupted ceremony: delete the token objects its transcript says it created, remove the staged files")
+    .requiredOption('--plan <file>', 'the ceremony plan the interrupted ceremony ran')
+    .requiredOption('--out <dir>', 'the interrupted ceremony output directory')
+    .option('--pin-env <var>', "the token's PIN (or the software store's passphrase) from an environment variable")
+    .option('--pin-file <path>', "the token's PIN (or passphrase) from the first line of a file")
+    .option('--module <lib>', 'PKCS#11 module when the URIs have no module-path')
+    .option('--json', 'one JSON document on stdout')
+    .action(async (opts: CommonOptions) => {
+      if (opts.pinEnv !== undefined && opts.pinFile !== undefined) throw new UsageError('give only one of --pin-env, --pin-file');
+      const plan = await loadPlan(opts.plan);
+      try {
+        const summary = await abortCeremony(plan, {
+          out: opts.out,
+          secrets: { token: tokenSecret(plan, opts, process.stdin.isTTY === true) },
+          ...(opts.module === undefined ? {} : { modulePath: opts.module }),
+        });
+        emit({ json: opts.json === true }, summary, () =>
+          [
+            `aborted the ceremony in ${summary.out} (interrupted after ${summary.interruptedAfter ?? 'nothing'})`,
+            `deleted keys   ${summary.deletedKeys.map((k) => `${k.label} (${k.keyId})`).join(', ') || 'none'}`,
+            `removed files  ${summary.removedFiles.join(', ')}`,
+          ].join('\n'),
+        );
+      } catch (e) {
+        throw withCkrName(e);
+      }
+    });
+
+  // ---- ceremony verify / recover (src/cli/commands/ceremony-recovery.ts)
+  registerCeremonyRecoveryCommands(ceremony);
+
+  return ceremony;
+}
