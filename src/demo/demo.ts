@@ -1,40 +1,51 @@
 /**
  * `meshkit demo`: the whole story on embedded defaults, no hardware needed.
  *
- * Step 1 of the story: a software master key set (Ed448 master signature key, X448 master escrow
- * key) and an administration key in encrypted software key stores; a Master Profile and a
- * Personal Profile; two devices with their own keys and self-signed Device Profiles; the devices
- * connected by a superseding Personal Profile signed by the administration key; everything
- * verified (and a forged and a superseded profile refused); every step recorded in a linked-hash
- * log whose head is signed. Everything it makes is kept under the output directory.
+ * 1. Tokens: scratch SoftHSM2 tokens under the output directory when SoftHSM is installed — an
+ *    "HSM" for the master keys, a "smartcard" for the administration key, and a fresh token for the
+ *    recovery — else encrypted software key stores, and it says which.
+ * 2. The offline master-key ceremony from a written plan (import-with-escrow, Ed448 + X448, 3 of 5
+ *    custodians): Master and first Personal Profile, escrow blob, share files, signed transcript;
+ *    then `ceremony verify`.
+ * 3. Recovery of the master keys onto the fresh token from three shares given out of order.
+ * 4. Two devices with their own keys and self-signed Device Profiles, connected by a superseding
+ *    Personal Profile signed by the administration key on the "smartcard".
+ * 5. Verification of the chain, and refusal of a forged, a superseded and an unauthorised profile.
+ * 6. A linked-hash log of the demo itself, head signed by the administration key.
+ *
+ * Everything it makes is kept under the output directory and listed in the summary.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readdir, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { b64u, fromB64u, fromUtf8, utf8 } from '../core/bytes.js';
 import { MeshkitError } from '../core/errors.js';
 import { HashLog, signLogHead, verifyLog, verifyLogHead } from '../core/hashlog.js';
 import {
   composeDeviceProfile,
-  composeMasterProfile,
-  composePersonalProfile,
   connectDevices,
   ProfileType,
+  readProfile,
   signProfile,
   verifyProfile,
   type SignedProfile,
   type VerifiedProfile,
 } from '../core/profiles.js';
+import { parsePlan } from '../ceremony/plan.js';
+import { recoverCeremony } from '../ceremony/recover.js';
+import { runCeremony } from '../ceremony/run.js';
+import { verifyCeremony } from '../ceremony/verify.js';
+import { openKeyReference, openKeyStore } from '../keystore/index.js';
 import { SoftwareKeyStore } from '../keystore/software.js';
+import type { SecretSource } from '../keystore/software.js';
 import type { KeyHandle, KeyStore } from '../keystore/types.js';
 
 export interface DemoOptions {
   /** Output directory; created; must be empty if it exists. */
   out: string;
-  /** Passphrase for the demo key stores; a random one is made (and kept under `out`) when absent. */
-  passphrase?: Uint8Array;
-  /** scrypt cost (log2 N) of the demo key stores; default the key store's default. */
-  kdfCost?: number;
+  /** Force the software key store even when SoftHSM is installed. */
+  software?: boolean;
   /** Called with each step as it completes. */
   onStep?: (step: DemoStep) => void;
 }
@@ -47,11 +58,13 @@ export interface DemoStep {
 
 export interface DemoSummary {
   out: string;
-  keyStore: 'software';
-  passphraseFile?: string;
+  keyStore: 'softhsm' | 'software';
+  keyStoreNote: string;
+  ceremony: { dir: string; origin: string; blobId: string; shares: number; threshold: number; verified: string };
+  recovery: { dir: string; sharesUsed: number[]; token: string; keys: string[] };
   master: { identifier: string; signatureKey: string; escrowKey: string; adminKey: string };
   devices: Array<{ name: string; identifier: string; file: string }>;
-  personal: { identifier: string; sequence: number; devices: number };
+  personal: { identifier: string; sequence: number; devices: number; file: string };
   checks: Array<{ check: string; result: string }>;
   log: { entries: number; head: string | null };
   steps: DemoStep[];
@@ -62,6 +75,29 @@ const DEVICES = [
   { name: 'thermostat', description: 'Hallway thermostat (ESP32-C3 class)' },
   { name: 'door-lock', description: 'Front door lock (nRF52 class)' },
 ] as const;
+
+const SOFTHSM_CANDIDATES = ['/usr/lib/softhsm/libsofthsm2.so', '/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so'];
+
+/** The SoftHSM2 module if it is installed (MESHKIT_SOFTHSM_MODULE overrides), else undefined. */
+export function findSoftHsm(): string | undefined {
+  const forced = process.env['MESHKIT_SOFTHSM_MODULE'];
+  if (forced !== undefined && forced !== '') return existsSync(forced) ? forced : undefined;
+  return SOFTHSM_CANDIDATES.find((p) => existsSync(p));
+}
+
+interface Backend {
+  kind: 'softhsm' | 'software';
+  note: string;
+  /** Where the master keys go (plan Token). */
+  masterToken: string;
+  /** Where the recovered keys go. */
+  recoveryToken: string;
+  masterSecret: SecretSource;
+  recoverySecret: SecretSource;
+  /** Key reference of the administration key (with its own pin-source where that applies). */
+  adminKey: string;
+  adminSecret: SecretSource;
+}
 
 /**
  * Runs the demo and returns what it did.
@@ -81,58 +117,75 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     opts.onStep?.(s);
   };
 
-  let passphrase = opts.passphrase;
-  let passphraseFile: string | undefined;
-  if (passphrase === undefined) {
-    passphraseFile = join(out, 'keys', 'passphrase.txt');
-    const generated = b64u(randomBytes(18));
-    passphrase = utf8(generated);
-    await mkdir(join(out, 'keys'), { recursive: true, mode: 0o700 });
-    await writeFile(passphraseFile, generated + '\n', { mode: 0o600 });
-  }
-  const secret = passphrase;
-  const storeOpts = { create: true, ...(opts.kdfCost === undefined ? {} : { kdfCost: opts.kdfCost }) };
-  const openStore = async (file: string): Promise<KeyStore> => {
-    await mkdir(join(out, 'keys'), { recursive: true, mode: 0o700 });
-    const store = await SoftwareKeyStore.open(join(out, 'keys', file), () => new Uint8Array(secret), storeOpts);
-    stores.push(store);
-    return store;
-  };
-
   try {
-    // 1. The master key set and an administration key, each in an encrypted software key store.
+    // 1. Tokens.
     let t0 = performance.now();
-    const masterStore = await openStore('master.keys');
-    const masterSign = await masterStore.generate('master-signature', 'Ed448');
-    const masterEscrow = await masterStore.generate('master-escrow', 'X448');
-    const adminStore = await openStore('admin.keys');
-    const admin = await adminStore.generate('admin-1', 'Ed25519');
-    step('keys', `master signature key ${masterSign.info.keyId} (Ed448), master escrow key ${masterEscrow.info.keyId} (X448), administration key ${admin.info.keyId} (Ed25519), in encrypted software key stores (scrypt + AES-256-GCM)`, t0,
-      { masterSignatureKey: masterSign.info.keyId, masterEscrowKey: masterEscrow.info.keyId, adminKey: admin.info.keyId });
+    const modulePath = opts.software === true ? undefined : findSoftHsm();
+    const backend = modulePath === undefined
+      ? await softwareBackend(out, opts.software === true ? 'software key stores were asked for (--software)' : 'SoftHSM2 is not installed')
+      : await softHsmBackend(out, modulePath);
+    step('tokens', backend.note, t0, { keyStore: backend.kind });
 
-    // 2. Master Profile, signed by the master signature key.
+    // 2. The ceremony, from a plan written as a custodian would.
     t0 = performance.now();
-    const masterProfile = composeMasterProfile({
-      signatureKey: masterSign.info.publicJwk,
-      escrowKeys: [masterEscrow.info.publicJwk],
-      adminKeys: [admin.info.publicJwk],
+    const planPath = join(out, 'ceremony-plan.json');
+    const plan = {
+      Ceremony: {
+        Name: 'Demo household — lifetime Mesh identity',
+        Token: backend.masterToken,
+        KeyOrigin: 'import-with-escrow',
+        Algorithms: { Signature: 'Ed448', Escrow: 'X448' },
+        Administrators: [{ Name: 'owner-smartcard', Key: backend.adminKey }],
+        Custodians: ['Carol', 'Dave', 'Erin', 'Frank', 'Grace'],
+        Threshold: 3,
+        Witnesses: ['Heidi', 'Ivan'],
+        Names: ['owner@example.net'],
+      },
+    };
+    await writeFile(planPath, JSON.stringify(plan, null, 2) + '\n');
+    const ceremonyDir = join(out, 'ceremony');
+    const ceremony = await runCeremony(parsePlan(await readFile(planPath)), {
+      out: ceremonyDir,
+      secrets: { token: backend.masterSecret, admin: () => backend.adminSecret },
+      interactive: false,
+      operator: 'meshkit demo',
     });
-    const master = await signProfile(ProfileType.Master, masterProfile, masterSign.signer());
-    await writeJson(join(out, 'master.json'), master);
-    step('master-profile', `Master Profile ${masterProfile.Identifier} signed by the master signature key`, t0, { identifier: masterProfile.Identifier });
+    if (ceremony.escrow === undefined) throw new MeshkitError('ERR_CEREMONY_STATE', 'the demo ceremony produced no escrow');
+    const verified = await verifyCeremony(ceremonyDir);
+    if (!verified.ok) throw new MeshkitError('ERR_CEREMONY_VERIFY_FAILED', `ceremony verify: ${verified.failure ?? 'failed'}`);
+    step('ceremony', `master keys on ${ceremony.token.label ?? ceremony.token.uri} (import-with-escrow, Ed448 + X448); escrow blob ${ceremony.escrow.blobId}, ${ceremony.escrow.shares} shares (any ${ceremony.escrow.threshold}); transcript of ${ceremony.transcript.entries} entries signed by the master key; ceremony verify: ok`, t0,
+      { master: ceremony.master.identifier, blob: ceremony.escrow.blobId });
 
-    // 3. First Personal Profile (no devices yet), signed by the administration key.
+    // 3. Recovery onto a fresh token from three shares, out of order.
     t0 = performance.now();
-    const personal1 = composePersonalProfile({ master });
-    const signedPersonal1 = await signProfile(ProfileType.Personal, personal1, admin.signer());
-    await writeJson(join(out, 'history', 'personal-1.json'), signedPersonal1);
-    step('personal-profile', `Personal Profile ${personal1.Identifier} (Sequence 1) signed by administration key ${admin.info.keyId}`, t0, { sequence: 1 });
+    const recoveryPlan = parsePlan(utf8(JSON.stringify({ Ceremony: { ...plan.Ceremony, Token: backend.recoveryToken } })));
+    const sharesUsed = [4, 1, 3];
+    const recovery = await recoverCeremony({
+      plan: recoveryPlan,
+      shares: sharesUsed.map((i) => join(ceremonyDir, 'shares', `${i}.txt`)),
+      escrowDir: join(ceremonyDir, 'escrow'),
+      out: join(out, 'recovery'),
+      secrets: { token: backend.recoverySecret },
+      operator: 'meshkit demo',
+    });
+    const recoveredIds = recovery.keys.map((k) => k.keyId);
+    if (!recoveredIds.includes(ceremony.master.signatureKey) || !recoveredIds.includes(ceremony.master.escrowKey)) {
+      throw new MeshkitError('ERR_ESCROW_KEY_MISMATCH', 'the recovered keys are not the master keys');
+    }
+    step('recovery', `shares ${sharesUsed.join(', ')} → escrow blob → master keys imported onto ${recovery.token}; their UDFs match the Master Profile`, t0,
+      { shares: sharesUsed, keys: recoveredIds });
 
-    // 4. Two devices, each with its own signature, encryption and authentication keys and a self-signed Device Profile.
+    // 4. Devices, connected by the administration key on the smartcard.
     t0 = performance.now();
+    const master = await readFile(join(ceremonyDir, 'master.json'), 'utf8');
+    const personal1 = readProfile(await readFile(join(ceremonyDir, 'personal.json'), 'utf8'), ProfileType.Personal);
     const devices: Array<{ name: string; handle: KeyHandle; signed: SignedProfile; file: string }> = [];
+    const devicePass = utf8(b64u(randomBytes(18)));
+    await mkdir(join(out, 'devices'), { recursive: true, mode: 0o700 });
+    await writeFile(join(out, 'devices', 'passphrase.txt'), fromUtf8(devicePass) + '\n', { mode: 0o600 });
     for (const d of DEVICES) {
-      const store = await openStore(`device-${d.name}.keys`);
+      const store = await SoftwareKeyStore.open(join(out, 'devices', `${d.name}.keys`), () => new Uint8Array(devicePass), { create: true });
+      stores.push(store);
       const sig = await store.generate('device-signature', 'Ed25519');
       const enc = await store.generate('device-encryption', 'X25519');
       const auth = await store.generate('device-authentication', 'X25519');
@@ -143,44 +196,47 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
         authenticationKey: auth.info.publicJwk,
       });
       const signed = await signProfile(ProfileType.Device, profile, sig.signer());
-      const file = join(out, 'devices', `${d.name}.json`);
+      const file = join(out, 'account', 'devices', `${d.name}.json`);
       await writeJson(file, signed);
       devices.push({ name: d.name, handle: sig, signed, file });
     }
-    step('device-profiles', devices.map((d) => `${d.name} ${d.handle.info.keyId}`).join(', ') + ' — self-signed by their device signature keys', t0,
-      { devices: devices.map((d) => d.handle.info.keyId) });
-
-    // 5. Connect both devices: a superseding Personal Profile signed by the administration key.
-    t0 = performance.now();
-    const personal = connectDevices(personal1, devices.map((d) => d.signed));
+    const { store: adminStore, handle: admin } = await openKeyReference(backend.adminKey, backend.adminSecret);
+    stores.push(adminStore);
+    const personal = connectDevices(personal1.profile, devices.map((d) => d.signed));
     const signedPersonal = await signProfile(ProfileType.Personal, personal, admin.signer());
-    await writeJson(join(out, 'personal.json'), signedPersonal);
-    step('connect', `${devices.length} devices connected: Personal Profile Sequence ${personal.Sequence} supersedes Sequence 1`, t0, { sequence: personal.Sequence });
+    const personalFile = join(out, 'account', 'personal.json');
+    await writeJson(personalFile, signedPersonal);
+    step('connect', `${devices.map((d) => `${d.name} ${d.handle.info.keyId}`).join(', ')}: self-signed Device Profiles, connected by Personal Profile Sequence ${personal.Sequence}, signed by the administration key ${admin.info.keyId}`, t0,
+      { devices: devices.map((d) => d.handle.info.keyId), sequence: personal.Sequence });
 
-    // 6. Verify everything from the files written, as a relying party would.
+    // 5. Verify everything from the files written, as a relying party would.
     t0 = performance.now();
     const vMaster = await verifyProfile(master);
     checks.push({ check: 'Master Profile', result: `valid, self-signed by master signature key ${vMaster.signerKeyId}` });
     const latest = (id: string, type: string): number | undefined =>
       (id === personal.Identifier && type === ProfileType.Personal ? personal.Sequence : undefined);
-    const vPersonal = await verifyProfile(signedPersonal, { master, latestSequence: latest });
+    const vPersonal = (await verifyProfile(signedPersonal, { master, latestSequence: latest })) as VerifiedProfile<'PersonalProfile'>;
     checks.push({ check: 'Personal Profile', result: `valid, Sequence ${vPersonal.sequence}, signed by administration key ${vPersonal.signerKeyId}, ${vPersonal.devices?.length ?? 0} devices verified` });
     for (const d of devices) {
-      const v = await verifyProfile(d.signed, { personal: vPersonal as VerifiedProfile<'PersonalProfile'> });
+      const v = await verifyProfile(d.signed, { personal: vPersonal });
       checks.push({ check: `Device ${d.name}`, result: `valid and connected (${v.identifier})` });
     }
-    const forged = forgeDescription(devices[0]!.signed, 'Front door lock (attacker firmware)');
+    const forged = forgeDescription(devices[0]!.signed, 'Hallway thermostat (attacker firmware)');
     await writeJson(join(out, 'checks', 'forged-device.json'), forged);
     checks.push({ check: 'forged Device Profile', result: await refusal(verifyProfile(forged)) });
-    checks.push({ check: 'superseded Personal Profile (Sequence 1)', result: await refusal(verifyProfile(signedPersonal1, { latestSequence: latest })) });
-    const rogueStore = await openStore('rogue.keys');
+    checks.push({
+      check: 'superseded Personal Profile (the ceremony\'s Sequence 1)',
+      result: await refusal(verifyProfile(personal1.signed, { latestSequence: latest })),
+    });
+    const rogueStore = await SoftwareKeyStore.open(join(out, 'checks', 'rogue.keys'), () => new Uint8Array(devicePass), { create: true });
+    stores.push(rogueStore);
     const rogue = await rogueStore.generate('not-an-admin', 'Ed25519');
     const rogueSigned = await signProfile(ProfileType.Personal, personal, rogue.signer());
     await writeJson(join(out, 'checks', 'personal-signed-by-rogue-key.json'), rogueSigned);
     checks.push({ check: 'Personal Profile signed by a key that is not an administration key', result: await refusal(verifyProfile(rogueSigned)) });
     step('verify', `${checks.length} checks: chain Master → Personal → Devices valid; forged, superseded and unauthorised profiles refused`, t0, { checks });
 
-    // 7. The log of what was done, head signed by the administration key.
+    // 6. The log of what was done, head signed by the administration key.
     t0 = performance.now();
     step('log', 'linked-hash log of the demo steps; head signed by the administration key', t0);
     const lines = log.lines();
@@ -190,22 +246,28 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     const checked = verifyLog(lines);
     await verifyLogHead(head, lines, (kid) => (kid === admin.info.keyId ? admin.info.publicJwk : undefined));
 
-    await writeJson(join(out, 'account.json'), {
-      Account: { Identifier: masterProfile.Identifier, Master: 'master.json', Personal: 'personal.json' },
-      Keys: {
-        MasterSignature: masterSign.info.location,
-        MasterEscrow: masterEscrow.info.location,
-        Administration: [admin.info.location],
-      },
+    await writeJson(join(out, 'account', 'account.json'), {
+      Account: { Identifier: ceremony.master.identifier, Master: '../ceremony/master.json', Personal: 'personal.json' },
+      Keys: { MasterSignature: `${backend.masterToken}`, Administration: [backend.adminKey] },
+      Devices: devices.map((d) => `devices/${d.name}.json`),
     });
 
     return {
       out,
-      keyStore: 'software',
-      ...(passphraseFile === undefined ? {} : { passphraseFile }),
-      master: { identifier: masterProfile.Identifier, signatureKey: masterSign.info.keyId, escrowKey: masterEscrow.info.keyId, adminKey: admin.info.keyId },
+      keyStore: backend.kind,
+      keyStoreNote: backend.note,
+      ceremony: {
+        dir: relative(out, ceremonyDir),
+        origin: ceremony.origin,
+        blobId: ceremony.escrow.blobId,
+        shares: ceremony.escrow.shares,
+        threshold: ceremony.escrow.threshold,
+        verified: 'ok',
+      },
+      recovery: { dir: 'recovery', sharesUsed, token: recovery.token, keys: recoveredIds },
+      master: { identifier: ceremony.master.identifier, signatureKey: ceremony.master.signatureKey, escrowKey: ceremony.master.escrowKey, adminKey: admin.info.keyId },
       devices: devices.map((d) => ({ name: d.name, identifier: d.handle.info.keyId, file: relative(out, d.file) })),
-      personal: { identifier: personal.Identifier, sequence: personal.Sequence, devices: personal.Devices.length },
+      personal: { identifier: personal.Identifier, sequence: personal.Sequence, devices: personal.Devices.length, file: relative(out, personalFile) },
       checks,
       log: { entries: checked.count, head: checked.head },
       steps,
@@ -213,8 +275,73 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     };
   } finally {
     for (const s of stores) await s.close();
-    if (opts.passphrase === undefined) passphrase.fill(0);
   }
+}
+
+/** Scratch SoftHSM2 tokens under `out/softhsm`: Master (HSM), OwnerCard (smartcard), Recovered (fresh). */
+async function softHsmBackend(out: string, modulePath: string): Promise<Backend> {
+  const dir = join(out, 'softhsm');
+  await mkdir(join(dir, 'tokens'), { recursive: true, mode: 0o700 });
+  const conf = join(dir, 'softhsm2.conf');
+  await writeFile(conf, [`directories.tokendir = ${join(dir, 'tokens')}`, 'objectstore.backend = file', 'log.level = ERROR', 'slots.removable = false', ''].join('\n'));
+  // Must be set before the PKCS#11 module is first loaded in this process.
+  process.env['SOFTHSM2_CONF'] = conf;
+  const { Pkcs11Module } = await import('../keystore/pkcs11/module.js');
+  const pins: Record<string, string> = {};
+  for (const label of ['Master', 'OwnerCard', 'Recovered']) {
+    pins[label] = b64u(randomBytes(9));
+    await writeFile(join(dir, `${label}.pin`), pins[label] + '\n', { mode: 0o600 });
+    // SoftHSM shows the next free slot only after the module is loaded again.
+    const module = await Pkcs11Module.open(modulePath);
+    try {
+      await module.initToken({ free: true }, { label, soPin: utf8(b64u(randomBytes(9))), userPin: utf8(pins[label]!) });
+    } finally {
+      await module.close();
+    }
+  }
+  const uri = (label: string, rest = ''): string => `pkcs11:token=${label}${rest}?module-path=${modulePath}&pin-source=file:${join(dir, `${label}.pin`)}`;
+  const pinOf = (label: string): SecretSource => () => utf8(pins[label]!);
+  const card = await openKeyStore(uri('OwnerCard'), pinOf('OwnerCard'));
+  try {
+    await card.generate('owner-admin', 'Ed25519');
+  } finally {
+    await card.close();
+  }
+  return {
+    kind: 'softhsm',
+    note: `SoftHSM2 (${modulePath}) is installed: scratch tokens Master (the HSM), OwnerCard (the administration smartcard) and Recovered (a fresh HSM) in ${relative(out, dir)}/, their PINs in ${relative(out, dir)}/*.pin`,
+    masterToken: `pkcs11:token=Master?module-path=${modulePath}`,
+    recoveryToken: `pkcs11:token=Recovered?module-path=${modulePath}`,
+    masterSecret: pinOf('Master'),
+    recoverySecret: pinOf('Recovered'),
+    adminKey: uri('OwnerCard', ';object=owner-admin'),
+    adminSecret: pinOf('OwnerCard'),
+  };
+}
+
+/** Encrypted software key stores under `out/keys` standing in for the HSMs and the smartcard. */
+async function softwareBackend(out: string, why: string): Promise<Backend> {
+  const dir = join(out, 'keys');
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const passphrase = b64u(randomBytes(18));
+  await writeFile(join(dir, 'passphrase.txt'), passphrase + '\n', { mode: 0o600 });
+  const secret: SecretSource = () => utf8(passphrase);
+  const card = await SoftwareKeyStore.open(join(dir, 'owner-card.keys'), secret, { create: true });
+  try {
+    await card.generate('owner-admin', 'Ed25519');
+  } finally {
+    await card.close();
+  }
+  return {
+    kind: 'software',
+    note: `${why}: encrypted software key stores in ${relative(out, dir)}/ stand in for the HSMs and the smartcard (passphrase in ${relative(out, dir)}/passphrase.txt)${why.startsWith('SoftHSM2') ? '; install softhsm2 to run the same story on PKCS#11 tokens' : ''}`,
+    masterToken: `file:${join(dir, 'master.keys')}`,
+    recoveryToken: `file:${join(dir, 'recovered.keys')}`,
+    masterSecret: secret,
+    recoverySecret: secret,
+    adminKey: `file:${join(dir, 'owner-card.keys')}#owner-admin`,
+    adminSecret: secret,
+  };
 }
 
 async function prepareOut(out: string): Promise<void> {
@@ -248,13 +375,15 @@ async function refusal(p: Promise<unknown>): Promise<string> {
   throw new MeshkitError('ERR_PROFILE_SIGNATURE', 'a profile that must be refused was accepted');
 }
 
+/** Every file under `root`, except that a SoftHSM token directory is listed once (its object files are SoftHSM's business). */
 async function listFiles(root: string, dir = root): Promise<string[]> {
   const out: string[] = [];
   for (const e of await readdir(dir, { withFileTypes: true })) {
     const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...(await listFiles(root, p)));
-    else out.push(relative(root, p));
+    const rel = relative(root, p);
+    if (e.isDirectory() && relative(root, dir) === join('softhsm', 'tokens')) out.push(`${rel}/`);
+    else if (e.isDirectory()) out.push(...(await listFiles(root, p)));
+    else out.push(rel);
   }
   return out.sort();
 }
-

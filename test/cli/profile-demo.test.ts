@@ -3,6 +3,7 @@
  * process (npm test builds first).
  */
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -26,23 +27,32 @@ async function meshkit(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ c
 
 let root: string;
 let out: string;
-let summary: {
+interface Summary {
   out: string;
+  keyStore: 'softhsm' | 'software';
   files: string[];
-  master: { identifier: string; adminKey: string };
+  ceremony: { dir: string; blobId: string; shares: number; threshold: number; verified: string };
+  recovery: { dir: string; sharesUsed: number[]; keys: string[] };
+  master: { identifier: string; signatureKey: string; escrowKey: string; adminKey: string };
   devices: Array<{ name: string; identifier: string; file: string }>;
-  personal: { sequence: number; devices: number };
+  personal: { sequence: number; devices: number; file: string };
   checks: Array<{ check: string; result: string }>;
   log: { entries: number; head: string };
-  passphraseFile?: string;
-};
+}
+let summary: Summary;
+let softwareSummary: Summary;
+let softwareOut: string;
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'meshkit-demo-test-'));
   out = join(root, 'demo');
-  const r = await meshkit(['demo', '--out', out, '--json'], { MESHKIT_PASSPHRASE: '' });
+  const r = await meshkit(['demo', '--out', out, '--json']);
   expect(r.code, r.stderr).toBe(0);
-  summary = JSON.parse(r.stdout) as typeof summary;
+  summary = JSON.parse(r.stdout) as Summary;
+  softwareOut = join(root, 'demo-software');
+  const s = await meshkit(['demo', '--software', '--out', softwareOut, '--json']);
+  expect(s.code, s.stderr).toBe(0);
+  softwareSummary = JSON.parse(s.stdout) as Summary;
 }, 120_000);
 
 afterAll(async () => {
@@ -60,13 +70,40 @@ describe('meshkit demo', () => {
       }
     };
     await walk(out);
-    expect(found.sort()).toEqual(summary.files);
-    expect(summary.files).toEqual(expect.arrayContaining(['master.json', 'personal.json', 'demo-log.jsonl', 'demo-log.head.json', 'account.json']));
+    // SoftHSM token directories are listed once, not file by file.
+    const collapsed = [...new Set(found.map((f) => f.replace(/^(softhsm\/tokens\/[^/]+\/).*$/u, '$1')))].sort();
+    expect(collapsed).toEqual(summary.files);
+    expect(summary.files).toEqual(expect.arrayContaining([
+      'ceremony-plan.json', 'ceremony/master.json', 'ceremony/personal.json', 'ceremony/transcript.jsonl', 'ceremony/transcript.head.json',
+      'ceremony/shares/1.txt', 'ceremony/shares/5.txt', `ceremony/escrow/${summary.ceremony.blobId}.json`,
+      'recovery/recovery-transcript.jsonl', 'account/personal.json', 'demo-log.jsonl', 'demo-log.head.json',
+    ]));
+  });
+
+  it('ran the ceremony on SoftHSM when it is installed, and on software key stores when asked', () => {
+    expect(summary.keyStore).toBe(existsSync('/usr/lib/softhsm/libsofthsm2.so') ? 'softhsm' : 'software');
+    expect(softwareSummary.keyStore).toBe('software');
+    for (const s of [summary, softwareSummary]) {
+      expect(s.ceremony).toMatchObject({ shares: 5, threshold: 3, verified: 'ok' });
+      expect(s.recovery.sharesUsed).toHaveLength(3);
+      expect(s.recovery.keys.sort()).toEqual([s.master.signatureKey, s.master.escrowKey].sort());
+    }
+  });
+
+  it('its ceremony directory passes meshkit ceremony verify, and a hand-edited share is caught', async () => {
+    const ok = await meshkit(['ceremony', 'verify', join(out, summary.ceremony.dir)]);
+    expect(ok.code, ok.stderr).toBe(0);
+    const share = join(softwareOut, softwareSummary.ceremony.dir, 'shares', '2.txt');
+    const text = await readFile(share, 'utf8');
+    await writeFile(share, text.replace(/^Master: (\S+)/mu, 'Master: MAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA'));
+    const bad = await meshkit(['ceremony', 'verify', join(softwareOut, softwareSummary.ceremony.dir)]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/shares\/2\.txt/u);
   });
 
   it('its profiles verify independently: Master → Personal (2 devices) → each device connected', async () => {
-    const master = await readFile(join(out, 'master.json'), 'utf8');
-    const personal = await readFile(join(out, 'personal.json'), 'utf8');
+    const master = await readFile(join(out, 'ceremony', 'master.json'), 'utf8');
+    const personal = await readFile(join(out, summary.personal.file), 'utf8');
     const vm = await verifyProfile(master);
     expect(vm.identifier).toBe(summary.master.identifier);
     const vp = await verifyProfile(personal, { master });
@@ -83,8 +120,8 @@ describe('meshkit demo', () => {
     const lines = (await readFile(join(out, 'demo-log.jsonl'), 'utf8')).trimEnd().split('\n');
     expect(verifyLog(lines)).toEqual({ count: summary.log.entries, head: summary.log.head });
     const head = JSON.parse(await readFile(join(out, 'demo-log.head.json'), 'utf8')) as unknown;
-    const master = readProfile(await readFile(join(out, 'master.json'), 'utf8'), 'MasterProfile').profile;
-    const admin = master.OnlineSignatureKeys[0]!;
+    const master = readProfile(await readFile(join(out, 'ceremony', 'master.json'), 'utf8'), 'MasterProfile').profile;
+    const admin = master.OnlineSignatureKeys.find((k) => k.UDF === summary.master.adminKey)!;
     await expect(verifyLogHead(head as never, lines, (kid) => (kid === admin.UDF ? admin.PublicParameters : undefined))).resolves.toBeDefined();
   });
 
@@ -93,28 +130,30 @@ describe('meshkit demo', () => {
     expect(refused.map((c) => c.result.split(' ')[1])).toEqual(['ERR_PROFILE_SIGNATURE', 'ERR_PROFILE_SUPERSEDED', 'ERR_PROFILE_SIGNER_NOT_AUTHORISED']);
   });
 
-  it('keeps its key stores private and its passphrase out of the summary', async () => {
-    for (const f of summary.files.filter((f) => f.startsWith('keys/'))) {
+  it('keeps its key stores and PINs private, and no secret in the summary or the logs', async () => {
+    const secretFiles = [...summary.files, ...softwareSummary.files].filter((f) => /\.(keys|pin)$|passphrase\.txt$/u.test(f));
+    expect(secretFiles.length).toBeGreaterThan(3);
+    for (const f of summary.files.filter((f) => /\.(keys|pin)$|passphrase\.txt$/u.test(f))) {
       expect(((await stat(join(out, f))).mode & 0o077), f).toBe(0);
     }
-    expect(summary.passphraseFile).toBeDefined();
-    const passphrase = (await readFile(summary.passphraseFile!, 'utf8')).trim();
-    expect(JSON.stringify(summary)).not.toContain(passphrase);
+    const secrets = await Promise.all(summary.files.filter((f) => /\.pin$|passphrase\.txt$/u.test(f)).map(async (f) => (await readFile(join(out, f), 'utf8')).trim()));
+    const visible = JSON.stringify(summary) + (await readFile(join(out, 'demo-log.jsonl'), 'utf8')) + (await readFile(join(out, 'ceremony', 'transcript.jsonl'), 'utf8'));
+    for (const secret of secrets) expect(visible).not.toContain(secret);
   });
 
   it('refuses a non-empty --out and changes nothing there', async () => {
-    const before = await readFile(join(out, 'personal.json'), 'utf8');
+    const before = await readFile(join(out, summary.personal.file), 'utf8');
     const r = await meshkit(['demo', '--out', out]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/not empty/);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(await readFile(join(out, 'personal.json'), 'utf8')).toBe(before);
+    expect(await readFile(join(out, summary.personal.file), 'utf8')).toBe(before);
   });
 });
 
 describe('meshkit profile show|verify', () => {
   it('verify checks the whole chain in one line, using earlier files as context', async () => {
-    const files = ['master.json', 'personal.json', ...summary.devices.map((d) => d.file)].map((f) => join(out, f));
+    const files = ['ceremony/master.json', summary.personal.file, ...summary.devices.map((d) => d.file)].map((f) => join(out, f));
     const r = await meshkit(['profile', 'verify', ...files, '--json']);
     expect(r.code, r.stderr).toBe(0);
     const report = JSON.parse(r.stdout) as { valid: boolean; results: Array<{ type: string; connected?: boolean; devices?: number }> };
@@ -131,7 +170,7 @@ describe('meshkit profile show|verify', () => {
     const rogue = await meshkit(['profile', 'verify', join(out, 'checks', 'personal-signed-by-rogue-key.json')]);
     expect(rogue.code).toBe(1);
     expect(rogue.stderr).toMatch(/not an administration key/);
-    const old = await meshkit(['profile', 'verify', '--personal', join(out, 'history', 'personal-1.json'), join(out, summary.devices[0]!.file), '--json']);
+    const old = await meshkit(['profile', 'verify', '--personal', join(out, 'ceremony', 'personal.json'), join(out, summary.devices[0]!.file), '--json']);
     expect(old.code).toBe(1);
     const report = JSON.parse(old.stdout) as { results: Array<{ error?: { code: string } }> };
     expect(report.results[0]!.error?.code).toBe('ERR_PROFILE_NOT_CONNECTED');
@@ -149,11 +188,11 @@ describe('meshkit profile show|verify', () => {
   });
 
   it('show decodes without verifying and says so', async () => {
-    const r = await meshkit(['profile', 'show', join(out, 'personal.json')]);
+    const r = await meshkit(['profile', 'show', join(out, summary.personal.file)]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/PersonalProfile \(NOT verified/);
     expect(r.stdout).toContain(summary.devices[0]!.identifier);
-    const j = await meshkit(['profile', 'show', join(out, 'master.json'), '--json']);
+    const j = await meshkit(['profile', 'show', join(out, 'ceremony', 'master.json'), '--json']);
     expect(JSON.parse(j.stdout)).toMatchObject({ verified: false, type: 'MasterProfile', profile: { Identifier: summary.master.identifier } });
   });
 });

@@ -11,16 +11,16 @@ function defaultOut(): string {
 export function registerDemoCommand(program: Command): void {
   program
     .command('demo')
-    .description('run the whole story on embedded defaults: master keys, profiles, devices, verification')
+    .description('run the whole story on embedded defaults: ceremony, recovery, devices, admin signing, verification')
     .option('--out <dir>', 'directory for everything the demo makes (must be new or empty)', defaultOut())
+    .option('--software', 'use encrypted software key stores even when SoftHSM2 is installed')
     .option('--json', 'print the summary as JSON')
-    .action(async (opts: { out: string; json?: boolean }) => {
+    .action(async (opts: { out: string; json?: boolean; software?: boolean }) => {
       const json = opts.json === true;
-      const env = process.env['MESHKIT_PASSPHRASE'];
       const summary = await runDemo({
         out: opts.out,
-        ...(env ? { passphrase: new TextEncoder().encode(env) } : {}),
-        onStep: (s) => { if (!json) process.stderr.write(`  ✓ ${s.step.padEnd(16)} ${s.detail} (${s.ms} ms)\n`); },
+        software: opts.software === true,
+        onStep: (s) => { if (!json) process.stderr.write(`  ✓ ${s.step.padEnd(10)} ${s.detail} (${s.ms} ms)\n`); },
       });
       emit({ json }, summary, () => summaryText(summary));
     });
@@ -30,12 +30,14 @@ function summaryText(s: DemoSummary): string {
   const lines = [
     '',
     `meshkit demo — done. Everything is under ${s.out}`,
-    `  key store     software (encrypted files under keys/)${s.passphraseFile ? `; demo passphrase in ${s.passphraseFile}` : '; passphrase from MESHKIT_PASSPHRASE'}`,
+    `  key store     ${s.keyStoreNote}`,
+    `  ceremony      ${s.ceremony.dir}/ — ${s.ceremony.origin}; escrow blob ${s.ceremony.blobId}; ${s.ceremony.shares} share files, any ${s.ceremony.threshold} recover; ceremony verify: ${s.ceremony.verified}`,
+    `  recovery      ${s.recovery.dir}/ — shares ${s.recovery.sharesUsed.join(', ')} → keys on ${s.recovery.token}: ${s.recovery.keys.join(', ')}`,
     `  master        ${s.master.identifier}`,
     `    signature   ${s.master.signatureKey} (Ed448)`,
     `    escrow      ${s.master.escrowKey} (X448)`,
-    `    admin       ${s.master.adminKey} (Ed25519)`,
-    `  personal      Sequence ${s.personal.sequence}, ${s.personal.devices} devices connected`,
+    `    admin       ${s.master.adminKey} (Ed25519, on the smartcard)`,
+    `  personal      ${s.personal.file}: Sequence ${s.personal.sequence}, ${s.personal.devices} devices connected`,
     ...s.devices.map((d) => `    ${d.name.padEnd(11)} ${d.identifier}  ${d.file}`),
     '  checks',
     ...s.checks.map((c) => `    ${c.check}: ${c.result}`),
@@ -43,7 +45,9 @@ function summaryText(s: DemoSummary): string {
     '  files',
     ...s.files.map((f) => `    ${f}`),
     '',
-    `Try: meshkit profile verify ${s.out}/master.json ${s.out}/personal.json ${s.out}/devices/*.json`,
+    'Try:',
+    `  meshkit ceremony verify ${s.out}/${s.ceremony.dir}`,
+    `  meshkit profile verify ${s.out}/${s.ceremony.dir}/master.json ${s.out}/${s.personal.file} ${s.devices.map((d) => `${s.out}/${d.file}`).join(' ')}`,
   ];
   return lines.join('\n');
 }
