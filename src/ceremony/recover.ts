@@ -19,16 +19,21 @@
  * 5. `recovery-transcript.jsonl` (linked-hash log, no secrets) and `recovery-transcript.head.json`
  *    (signed by the recovered master signature key on the token) are written into the out DIR.
  *
- * generate-on-token ceremonies have no offline escrow (nothing to recover from shares);
- * generate-on-token-wrapped needs the session key imported into the token as an AES key, which the
- * PKCS#11 adapter cannot do yet (the run engine refuses that origin too).
+ * generate-on-token ceremonies have no offline escrow (nothing to recover from shares).
+ * generate-on-token-wrapped blobs hold the keys wrapped under K (src/core/escrow.ts WrappedKeySet):
+ * step 4 imports K into the (PKCS#11) target token as a session AES key (CKA_TOKEN=false,
+ * CKA_UNWRAP), C_UnwrapKey's each key (CKM_AES_KEY_WRAP_PAD) as a token object with the plan's
+ * label, CKA_ID from its UDF and a public key object made from the blob's public JWK — sensitive
+ * and NOT extractable (a later escrow is made from the shares and the blob, never from the
+ * recovered copy) — checks each pair (Pkcs11KeyStore.unwrapKey test-signs; agreement keys are
+ * tested here), destroys the AES object and wipes K. No private key is ever on the host.
  */
 import { createPublicKey, diffieHellman, generateKeyPairSync, randomBytes, verify as nodeVerify } from 'node:crypto';
 import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { fromUtf8, utf8, wipe } from '../core/bytes.js';
-import { escrowBlobId, openOfflineEscrow, type EscrowedKeySet } from '../core/escrow.js';
-import { ErrorCode, EscrowError, MeshkitError, ShamirError, UnsupportedError } from '../core/errors.js';
+import { fromB64u, fromUtf8, utf8, wipe } from '../core/bytes.js';
+import { escrowBlobId, openOfflineEscrowAny, type EscrowedKeySet, type OpenedOfflineEscrow } from '../core/escrow.js';
+import { ErrorCode, EscrowError, MeshkitError, ShamirError } from '../core/errors.js';
 import { HashLog, signLogHead } from '../core/hashlog.js';
 import { parseJsonStrict } from '../core/jose.js';
 import { publicKeyFromJwk, publicKeyObject } from '../core/keys.js';
@@ -37,6 +42,8 @@ import { combineShares, parseShare } from '../core/shamir.js';
 import type { PrivateJwk, PublicJwk } from '../core/signer.js';
 import { udfDigest } from '../core/udf.js';
 import { openKeyStore, type KeyHandle, type KeyStore, type SecretSource } from '../keystore/index.js';
+import type { Pkcs11KeyStore } from '../keystore/pkcs11/index.js';
+import type { AesKeyHandle } from '../keystore/pkcs11/store.js';
 import { exists, parseShareFile, writeFileAtomic, type ParsedShareFile } from './files.js';
 import { CeremonyError, redactTokenUri, type CeremonyPlan } from './plan.js';
 
@@ -351,8 +358,10 @@ async function selfTest(handle: KeyHandle, expected: PublicJwk): Promise<string>
  *   ERR_SHARES_INCONSISTENT (wrong shares).
  * @throws EscrowError ERR_ESCROW_INVALID (the blob is missing, malformed or does not decrypt:
  *   tampered), ERR_ESCROW_KEY_MISMATCH.
- * @throws UnsupportedError for generate-on-token-wrapped; ProfileError for a bad master.json; the
- *   store's errors (PIN, token).
+ * @throws UnsupportedError when the target token cannot unwrap the keys (generate-on-token-wrapped),
+ *   naming token and mechanism; ProfileError for a bad master.json; the store's errors (PIN, token).
+ * @throws CeremonyError ERR_CEREMONY_VERIFY_FAILED when the blob's form is not the plan's KeyOrigin's
+ *   (private keys for import-with-escrow, wrapped keys for generate-on-token-wrapped).
  */
 export async function recoverCeremony(opts: RecoverCeremonyOptions): Promise<RecoverySummary> {
   if (typeof opts !== 'object' || opts === null) throw new TypeError('"opts" expected an object');
@@ -366,12 +375,6 @@ export async function recoverCeremony(opts: RecoverCeremonyOptions): Promise<Rec
     throw new CeremonyError(
       ErrorCode.CEREMONY_STATE,
       `the plan's KeyOrigin is generate-on-token: its master keys were made on the token and never left it, so there is no offline escrow (no blob, no shares) to recover from`,
-    );
-  }
-  if (plan.keyOrigin === 'generate-on-token-wrapped') {
-    throw new UnsupportedError(
-      ErrorCode.NOT_SUPPORTED,
-      'recovery of generate-on-token-wrapped needs the session key imported into the token as a CKK_AES key to unwrap with CKM_AES_KEY_WRAP_PAD, which this meshkit\'s PKCS#11 adapter cannot do yet',
     );
   }
   if (opts.escrowDir === undefined && opts.blob === undefined && opts.master === undefined) {
@@ -411,6 +414,7 @@ export async function recoverCeremony(opts: RecoverCeremonyOptions): Promise<Rec
   const expectedBlob = givenBlobId ?? usable[0]?.file.blob;
   const { key, used } = recombine(usable, verdicts, expectedBlob ?? '(none)');
   let set: EscrowedKeySet | undefined;
+  let opened: OpenedOfflineEscrow | undefined;
   let store: KeyStore | undefined;
   const created: string[] = [];
   try {
@@ -431,20 +435,30 @@ export async function recoverCeremony(opts: RecoverCeremonyOptions): Promise<Rec
       blobRel = resolve(opts.blob as string);
     }
     try {
-      set = openOfflineEscrow(blobText, key);
+      opened = openOfflineEscrowAny(blobText, key);
     } catch (e) {
       if (e instanceof EscrowError) throw new EscrowError(e.code, `${basename(blobRel)}: ${e.message} (tampered or damaged)`, { cause: e });
       throw e;
     }
-    const recovered = [set.MasterSignatureKey.kid, ...set.MasterEscrowKeys.map((k) => k.kid)];
+    const wrappedForm = opened.Form === 'WrappedKeySet';
+    if (wrappedForm !== (plan.keyOrigin === 'generate-on-token-wrapped')) {
+      throw new CeremonyError(
+        ErrorCode.CEREMONY_VERIFY,
+        `${basename(blobRel)} holds ${wrappedForm ? 'keys wrapped on a token (a generate-on-token-wrapped escrow)' : 'private keys (an import-with-escrow escrow)'}, ` +
+          `but the plan's KeyOrigin is ${plan.keyOrigin}: give the plan the ceremony ran, with the new Token`,
+      );
+    }
+    if (opened.Form === 'EscrowedKeySet') set = opened.KeySet;
+    const recovered = opened.Form === 'EscrowedKeySet' ? [opened.KeySet.MasterSignatureKey.kid, ...opened.KeySet.MasterEscrowKeys.map((k) => k.kid)] : opened.KeySet.Keys.map((k) => k.kid);
+    const curves = opened.Form === 'EscrowedKeySet' ? [opened.KeySet.MasterSignatureKey.crv, opened.KeySet.MasterEscrowKeys[0]?.crv] : opened.KeySet.Keys.map((k) => k.Curve);
     const expected = [mp.MasterSignatureKey.UDF, ...mp.MasterEscrowKeys.map((k) => k.UDF)];
     if (recovered.length !== expected.length || recovered.some((u, i) => u !== expected[i])) {
       throw new CeremonyError(ErrorCode.CEREMONY_VERIFY, `the keys in the blob (${recovered.join(', ')}) are not those of the Master Profile (${expected.join(', ')})`);
     }
-    if (set.MasterSignatureKey.crv !== plan.algorithms.signature || set.MasterEscrowKeys[0]?.crv !== plan.algorithms.escrow) {
+    if (curves[0] !== plan.algorithms.signature || curves[1] !== plan.algorithms.escrow) {
       throw new CeremonyError(
         ErrorCode.CEREMONY_VERIFY,
-        `the recovered keys are ${set.MasterSignatureKey.crv} + ${String(set.MasterEscrowKeys[0]?.crv)}, the plan's Algorithms ${plan.algorithms.signature} + ${plan.algorithms.escrow}`,
+        `the recovered keys are ${String(curves[0])} + ${String(curves[1])}, the plan's Algorithms ${plan.algorithms.signature} + ${plan.algorithms.escrow}`,
       );
     }
     step('decrypt', `blob ${blobId} decrypted; recovered key UDFs = Master Profile UDFs`);
@@ -501,21 +515,61 @@ export async function recoverCeremony(opts: RecoverCeremonyOptions): Promise<Rec
       ],
     });
 
-    // ---- import
-    const sigHandle = await store.importPrivate(plan.labels.signature, set.MasterSignatureKey, { usage: 'sign', extractable: false });
-    created.push(plan.labels.signature);
-    const escHandle = await store.importPrivate(plan.labels.escrow, set.MasterEscrowKeys[0] as PrivateJwk, { usage: 'derive', extractable: false });
-    created.push(plan.labels.escrow);
-    const sigPublic = publicOf(set.MasterSignatureKey);
-    const escPublic = publicOf(set.MasterEscrowKeys[0] as PrivateJwk);
-    dropPrivate(set);
-    set = undefined;
-    wipe(key);
+    // ---- import (host keys) or unwrap (wrapped keys, on the token only)
+    let sigHandle: KeyHandle;
+    let escHandle: KeyHandle;
+    let sigPublic: PublicJwk;
+    let escPublic: PublicJwk;
+    if (opened.Form === 'WrappedKeySet') {
+      if (!store.uri.startsWith('pkcs11:')) throw new CeremonyError(ErrorCode.CEREMONY_STATE, 'a generate-on-token-wrapped escrow can only be recovered onto a PKCS#11 token');
+      const p11 = store as Pkcs11KeyStore;
+      const [sigKey, escKey] = opened.KeySet.Keys;
+      if (sigKey === undefined || escKey === undefined) throw new Error('internal: wrapped key set without keys');
+      let kek: AesKeyHandle | undefined;
+      try {
+        kek = await p11.importAesKey(`${plan.labels.signature}-escrow-kek`, key, { token: false, wrap: false, unwrap: true });
+        sigHandle = await p11.unwrapKey(fromB64u(sigKey.Wrapped, 'Wrapped'), kek, 'CKM_AES_KEY_WRAP_PAD', {
+          label: plan.labels.signature,
+          publicJwk: sigKey.PublicKey,
+          usage: 'sign',
+          extractable: false,
+        });
+        created.push(plan.labels.signature);
+        escHandle = await p11.unwrapKey(fromB64u(escKey.Wrapped, 'Wrapped'), kek, 'CKM_AES_KEY_WRAP_PAD', {
+          label: plan.labels.escrow,
+          publicJwk: escKey.PublicKey,
+          usage: 'derive',
+          extractable: false,
+        });
+        created.push(plan.labels.escrow);
+      } finally {
+        if (kek !== undefined) await p11.destroyAesKey(kek).catch(() => undefined);
+      }
+      sigPublic = sigKey.PublicKey;
+      escPublic = escKey.PublicKey;
+      wipe(key);
+    } else {
+      const keySet = opened.KeySet;
+      sigHandle = await store.importPrivate(plan.labels.signature, keySet.MasterSignatureKey, { usage: 'sign', extractable: false });
+      created.push(plan.labels.signature);
+      escHandle = await store.importPrivate(plan.labels.escrow, keySet.MasterEscrowKeys[0] as PrivateJwk, { usage: 'derive', extractable: false });
+      created.push(plan.labels.escrow);
+      sigPublic = publicOf(keySet.MasterSignatureKey);
+      escPublic = publicOf(keySet.MasterEscrowKeys[0] as PrivateJwk);
+      dropPrivate(set);
+      set = undefined;
+      wipe(key);
+    }
     if (sigHandle.info.keyId !== expected[0] || escHandle.info.keyId !== expected[1]) {
       throw new CeremonyError(ErrorCode.CEREMONY_VERIFY, 'the imported keys do not have the Master Profile UDFs');
     }
     const tests = [await selfTest(sigHandle, sigPublic), await selfTest(escHandle, escPublic)];
-    step('import', `keys imported onto ${tokenName} (non-extractable, sensitive) and tested; host copy dropped`);
+    step(
+      'import',
+      opened.Form === 'WrappedKeySet'
+        ? `keys unwrapped onto ${tokenName} (CKM_AES_KEY_WRAP_PAD; non-extractable, sensitive) and tested; session AES key destroyed, K wiped`
+        : `keys imported onto ${tokenName} (non-extractable, sensitive) and tested; host copy dropped`,
+    );
     await record('import', {
       Keys: [
         { Label: plan.labels.signature, UDF: sigHandle.info.keyId, Location: sigHandle.info.location, Test: tests[0] },
@@ -523,7 +577,9 @@ export async function recoverCeremony(opts: RecoverCeremonyOptions): Promise<Rec
       ],
       Extractable: false,
       Sensitive: true,
-      HostCopy: 'dropped; session key wiped',
+      ...(opened.Form === 'WrappedKeySet'
+        ? { Method: 'unwrap', Wrapping: 'CKM_AES_KEY_WRAP_PAD', HostCopy: 'none (keys unwrapped on the token); session AES key destroyed; session key wiped' }
+        : { HostCopy: 'dropped; session key wiped' }),
     });
     await record('complete', { Master: vm.identifier, Keys: expected });
     const head = await signLogHead(log.head, sigHandle.signer());

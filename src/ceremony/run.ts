@@ -9,15 +9,29 @@
  * ceremony leaves `.staging` (and perhaps labelled objects on the token), which `runCeremony`
  * refuses with instructions to run `meshkit ceremony abort` (src/ceremony/abort.ts).
  *
+ * generate-on-token-wrapped: the keys are made on the token (sensitive, extractable only so they
+ * can be wrapped); a fresh 256-bit session key K is imported as a session AES key, each private key
+ * is wrapped under it (CKM_AES_KEY_WRAP_PAD), the AES object is destroyed; the blob (the wrapped
+ * form of src/core/escrow.ts) is encrypted under K and K is split as for import-with-escrow. The
+ * verify step recombines K from a random k-subset, unwraps every key into a session object, tests
+ * it against its public key and destroys it; then the token keys are made non-extractable.
+ *
  * The transcript never holds a secret: no share value, no private key, no PIN.
  */
-import { generateKeyPairSync, randomInt } from 'node:crypto';
+import { createPublicKey, diffieHellman, generateKeyPairSync, randomBytes, randomInt } from 'node:crypto';
 import { userInfo } from 'node:os';
 import { mkdir, readdir, readFile, rename, rmdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { fromUtf8, toHex, utf8 } from '../core/bytes.js';
+import { b64u, equalBytes, fromB64u, fromUtf8, toHex, utf8, wipe } from '../core/bytes.js';
 import { ErrorCode, MeshkitError, UnsupportedError } from '../core/errors.js';
-import { createOfflineEscrow, openOfflineEscrow, type EscrowedKeySet } from '../core/escrow.js';
+import {
+  createOfflineEscrow,
+  createOfflineEscrowWrapped,
+  openOfflineEscrowAny,
+  type EscrowedKeySet,
+  type OfflineEscrowBlob,
+  type WrappedKeySet,
+} from '../core/escrow.js';
 import { HashLog, signLogHead } from '../core/hashlog.js';
 import { keyId as computeKeyId } from '../core/keys.js';
 import {
@@ -33,6 +47,7 @@ import type { Curve, PrivateJwk, PublicJwk } from '../core/signer.js';
 import { udfDigest, udfNonce, udfParse } from '../core/udf.js';
 import { openKeyReference, openKeyStore, type KeyHandle, type KeyStore, type SecretSource } from '../keystore/index.js';
 import type { Pkcs11KeyStore, TokenCapabilities } from '../keystore/pkcs11/index.js';
+import type { AesKeyHandle } from '../keystore/pkcs11/store.js';
 import { exists, formatShareFile, fsyncDir, parseShareFile, secureRemoveTree, writeFileAtomic } from './files.js';
 import { CeremonyError, redactTokenUri, type CeremonyPlan, type PlanAdministrator } from './plan.js';
 
@@ -108,7 +123,7 @@ export interface CeremonySummary {
   token: { uri: string; label?: string; serial?: string; kind: 'pkcs11' | 'software' };
   master: { identifier: string; signatureKey: string; escrowKey: string };
   personal: { identifier: string; signedBy: string; administrator: string };
-  escrow?: { blobId: string; threshold: number; shares: number; verifiedWith: number[] };
+  escrow?: { blobId: string; threshold: number; shares: number; verifiedWith: number[]; form: 'EscrowedKeySet' | 'WrappedKeySet' };
   transcript: { entries: number; head: string | null };
   files: string[];
   steps: CeremonyStepReport[];
@@ -259,7 +274,7 @@ export async function runCeremony(plan: CeremonyPlan, opts: RunCeremonyOptions):
           `if an interrupted ceremony made them, run "meshkit ceremony abort --plan PLAN --out DIR" with its DIR; otherwise use a fresh token or other Labels`,
       );
     }
-    const facts = isPkcs11(store) ? checkCapabilities(plan, await store.capabilities(), store.token.label) : ['software key store: every curve, import as non-extractable'];
+    const facts = isPkcs11(store) ? await checkCapabilities(plan, store) : ['software key store: every curve, import as non-extractable'];
     for (const admin of plan.administrators) admins.push(await resolveAdmin(admin, opts));
     const usable = admins.find((a) => a.handle !== undefined);
     if (usable === undefined) {
@@ -281,7 +296,7 @@ export async function runCeremony(plan: CeremonyPlan, opts: RunCeremonyOptions):
         { Label: plan.labels.signature, Curve: plan.algorithms.signature, Role: 'MasterSignatureKey' },
         { Label: plan.labels.escrow, Curve: plan.algorithms.escrow, Role: 'MasterEscrowKey' },
       ],
-      ...(plan.keyOrigin === 'generate-on-token-wrapped' ? { KeyEncryptionKey: kekLabel } : {}),
+      ...(plan.keyOrigin === 'generate-on-token-wrapped' ? { KeyEncryptionKey: kekLabel, KeyEncryptionKeyToken: false } : {}),
     });
     intentRecorded = true;
 
@@ -311,6 +326,7 @@ export async function runCeremony(plan: CeremonyPlan, opts: RunCeremonyOptions):
     await record('keys', `master signature key ${sigId}, master escrow key ${escId}, made on ${where}`, {
       Origin: plan.keyOrigin,
       Where: where,
+      ...(plan.keyOrigin === 'generate-on-token-wrapped' ? { Sensitive: true, Extractable: 'only wrapped (for the escrow)' } : {}),
       Keys: [
         { Label: plan.labels.signature, Curve: plan.algorithms.signature, UDF: sigId, ...(tokenInfo.kind === 'pkcs11' ? { CkaId: keyObjectIdHex(sigId) } : {}) },
         { Label: plan.labels.escrow, Curve: plan.algorithms.escrow, UDF: escId, ...(tokenInfo.kind === 'pkcs11' ? { CkaId: keyObjectIdHex(escId) } : {}) },
@@ -320,23 +336,49 @@ export async function runCeremony(plan: CeremonyPlan, opts: RunCeremonyOptions):
     // ---- escrow
     const files: string[] = ['plan.json'];
     let blobId: string | undefined;
+    const wrappedOrigin = plan.keyOrigin === 'generate-on-token-wrapped';
     if (escrowed) {
-      if (hostKeys === undefined) throw new UnsupportedError(ErrorCode.NOT_SUPPORTED, 'generate-on-token-wrapped is not available');
-      await confirmStep('escrow', `escrow blob, ${plan.threshold} of ${plan.custodians.length} shares, one file per custodian`);
-      const created = createOfflineEscrow(hostKeys);
-      const sessionKey = created.sessionKey;
-      blobId = created.blobId;
+      await confirmStep(
+        'escrow',
+        wrappedOrigin
+          ? `wrap both keys on the token under a fresh session key (CKM_AES_KEY_WRAP_PAD), escrow blob, ${plan.threshold} of ${plan.custodians.length} shares, one file per custodian`
+          : `escrow blob, ${plan.threshold} of ${plan.custodians.length} shares, one file per custodian`,
+      );
+      let blob: OfflineEscrowBlob;
       let shares: string[];
-      try {
-        const reopened = openOfflineEscrow(created.blob, sessionKey);
-        if (reopened.MasterSignatureKey.kid !== sigId || reopened.MasterEscrowKeys[0]?.kid !== escId) {
-          throw new CeremonyError(ErrorCode.CEREMONY_VERIFY, 'the escrow blob does not round-trip to the master keys');
+      let escrowFacts: Record<string, unknown> = {};
+      if (wrappedOrigin) {
+        if (!isPkcs11(store) || sigHandle === undefined || escHandle === undefined) throw new Error('internal: generate-on-token-wrapped without token keys');
+        const made = await wrapAndEscrow(store, kekLabel, [
+          { role: 'MasterSignatureKey', label: plan.labels.signature, handle: sigHandle },
+          { role: 'MasterEscrowKey', label: plan.labels.escrow, handle: escHandle },
+        ], plan, [sigId, escId]);
+        blob = made.blob;
+        blobId = made.blobId;
+        shares = made.shares;
+        escrowFacts = {
+          Form: 'WrappedKeySet',
+          Wrapping: 'CKM_AES_KEY_WRAP_PAD',
+          KeyEncryptionKey: { Label: kekLabel, Token: false, Destroyed: true },
+          SessionKey: 'imported as a session CKK_AES key, split, wiped',
+        };
+      } else {
+        if (hostKeys === undefined) throw new Error('internal: import-with-escrow without host keys');
+        const created = createOfflineEscrow(hostKeys);
+        const sessionKey = created.sessionKey;
+        blobId = created.blobId;
+        blob = created.blob;
+        try {
+          const reopened = openOfflineEscrowAny(created.blob, sessionKey);
+          if (reopened.Form !== 'EscrowedKeySet' || reopened.KeySet.MasterSignatureKey.kid !== sigId || reopened.KeySet.MasterEscrowKeys[0]?.kid !== escId) {
+            throw new CeremonyError(ErrorCode.CEREMONY_VERIFY, 'the escrow blob does not round-trip to the master keys');
+          }
+          shares = splitSecret(sessionKey, plan.threshold, plan.custodians.length);
+        } finally {
+          sessionKey.fill(0);
         }
-        shares = splitSecret(sessionKey, plan.threshold, plan.custodians.length);
-      } finally {
-        sessionKey.fill(0);
       }
-      const blobBytes = utf8(JSON.stringify(created.blob, null, 2) + '\n');
+      const blobBytes = utf8(JSON.stringify(blob, null, 2) + '\n');
       const blobRel = `escrow/${blobId}.json`;
       await writeFileAtomic(join(staging, blobRel), blobBytes, { mode: 0o644 });
       files.push(blobRel);
@@ -371,8 +413,11 @@ export async function runCeremony(plan: CeremonyPlan, opts: RunCeremonyOptions):
         Shares: plan.custodians.length,
         ShareFiles: shareFacts,
         RoundTrip: 'blob opened with the session key; key UDFs match',
+        ...escrowFacts,
       });
-
+    }
+    if (escrowed && !wrappedOrigin) {
+      if (hostKeys === undefined) throw new Error('internal: import-with-escrow without host keys');
       // ---- import
       await confirmStep('import', `import both keys into the token as non-extractable and sensitive, wipe the host copy`);
       sigHandle = await store.importPrivate(plan.labels.signature, hostKeys.MasterSignatureKey, { usage: 'sign', extractable: false });
@@ -423,12 +468,20 @@ export async function runCeremony(plan: CeremonyPlan, opts: RunCeremonyOptions):
     await confirmStep('verify', escrowed ? `recombine a random ${plan.threshold}-subset of the share files, open the blob, compare key UDFs` : 'compare the token keys with the Master Profile');
     let subset: number[] = [];
     if (escrowed && blobId !== undefined) {
-      subset = await verifyEscrow(staging, plan, blobId, signedMaster);
-      await record('verify', `shares ${subset.join(', ')} recombine the session key; recovered key UDFs = Master Profile UDFs`, {
+      const checked = await verifyEscrow(staging, plan, blobId, signedMaster, wrappedOrigin && isPkcs11(store) ? store : undefined, kekLabel);
+      subset = checked.subset;
+      let locked: boolean | undefined;
+      if (wrappedOrigin && isPkcs11(store)) {
+        // The escrow is made and proven: the token keys need never leave the token again.
+        locked = (await store.lockExtractable(sigHandle)) && (await store.lockExtractable(escHandle));
+      }
+      await record('verify', `shares ${subset.join(', ')} recombine the session key; recovered key UDFs = Master Profile UDFs${checked.unwrapTests === undefined ? '' : '; the wrapped keys unwrap and work'}`, {
         Subset: subset,
-        Recovered: [sigId, escId],
+        Recovered: checked.recovered,
         Profile: [masterProfile.MasterSignatureKey.UDF, ...masterProfile.MasterEscrowKeys.map((k) => k.UDF)],
         Match: true,
+        ...(checked.unwrapTests === undefined ? {} : { Method: 'shares + unwrap', UnwrapTests: checked.unwrapTests }),
+        ...(locked === undefined ? {} : { TokenKeysExtractable: !locked }),
       });
     } else {
       const onToken = [(await store.get(plan.labels.signature)).info.keyId, (await store.get(plan.labels.escrow)).info.keyId];
@@ -483,7 +536,7 @@ export async function runCeremony(plan: CeremonyPlan, opts: RunCeremonyOptions):
       token: tokenInfo,
       master: { identifier: vm.identifier, signatureKey: sigId, escrowKey: escId },
       personal: { identifier: vp.identifier, signedBy: vp.signerKeyId, administrator: usable.admin.name },
-      ...(blobId === undefined ? {} : { escrow: { blobId, threshold: plan.threshold, shares: plan.custodians.length, verifiedWith: subset } }),
+      ...(blobId === undefined ? {} : { escrow: { blobId, threshold: plan.threshold, shares: plan.custodians.length, verifiedWith: subset, form: wrappedOrigin ? ('WrappedKeySet' as const) : ('EscrowedKeySet' as const) } }),
       transcript: { entries: log.count, head: log.head.id },
       files: [...files, 'transcript.jsonl', 'transcript.head.json'],
       steps,
@@ -540,8 +593,15 @@ async function resolveAdmin(admin: PlanAdministrator, opts: RunCeremonyOptions):
   }
 }
 
-/** The capability facts used, or an UnsupportedError naming token and mechanism. */
-function checkCapabilities(plan: CeremonyPlan, caps: TokenCapabilities, tokenLabel: string): string[] {
+/**
+ * The capability facts used, or an UnsupportedError naming token and mechanism. For
+ * generate-on-token-wrapped, whether each curve's private keys can be wrapped comes from the
+ * capability table (EdDSA/Montgomery keys: `wrap.edPrivateKeys`) or, where it says nothing
+ * ('unknown', P-256), from wrapping a temporary session key of that curve ({@link Pkcs11KeyStore.probeWrap}).
+ */
+async function checkCapabilities(plan: CeremonyPlan, store: Pkcs11KeyStore): Promise<string[]> {
+  const caps: TokenCapabilities = await store.capabilities();
+  const tokenLabel = store.token.label;
   const facts: string[] = [];
   const sig = caps.curves[plan.algorithms.signature];
   const esc = caps.curves[plan.algorithms.escrow];
@@ -560,27 +620,85 @@ function checkCapabilities(plan: CeremonyPlan, caps: TokenCapabilities, tokenLab
   need(esc.derive, `do ${plan.algorithms.escrow} key agreement`, 'CKM_ECDH1_DERIVE');
   if (plan.keyOrigin === 'generate-on-token-wrapped') {
     need(caps.wrap.aesKeyWrapPad, 'wrap private keys', 'CKM_AES_KEY_WRAP_PAD');
-    for (const c of [plan.algorithms.signature, plan.algorithms.escrow]) {
-      if (c !== 'P-256' && caps.wrap.edPrivateKeys !== true) {
-        throw new UnsupportedError(
-          ErrorCode.NOT_SUPPORTED,
-          `token ${JSON.stringify(tokenLabel)} cannot wrap ${c} private keys with CKM_AES_KEY_WRAP_PAD (CKR_KEY_NOT_WRAPPABLE): ` +
-            `generate-on-token-wrapped is not possible here; use import-with-escrow, or P-256 Algorithms`,
-        );
+    const refuse = (c: Curve, reason: string): never => {
+      throw new UnsupportedError(
+        ErrorCode.NOT_SUPPORTED,
+        `token ${JSON.stringify(tokenLabel)} cannot wrap ${c} private keys with CKM_AES_KEY_WRAP_PAD (${reason}): ` +
+          `generate-on-token-wrapped is not possible here; use import-with-escrow, or P-256 Algorithms`,
+      );
+    };
+    for (const c of new Set([plan.algorithms.signature, plan.algorithms.escrow])) {
+      const table = c === 'P-256' ? 'unknown' : caps.wrap.edPrivateKeys;
+      if (table === false) refuse(c, 'CKR_KEY_NOT_WRAPPABLE');
+      if (table === 'unknown') {
+        const probe = await store.probeWrap(c, 'CKM_AES_KEY_WRAP_PAD');
+        if (!probe.wrappable) refuse(c, probe.reason ?? 'CKR_KEY_NOT_WRAPPABLE');
+        facts.push(`wrap ${c} private keys: CKM_AES_KEY_WRAP_PAD (probed with a session key)`);
+      } else {
+        facts.push(`wrap ${c} private keys: CKM_AES_KEY_WRAP_PAD (capability table)`);
       }
     }
-    // The session key K must be imported into the token as an AES key; the PKCS#11 adapter has no
-    // secret-key import yet (Pkcs11KeyStore.importAesKey), so the origin is refused for now.
-    throw new UnsupportedError(
-      ErrorCode.NOT_SUPPORTED,
-      `token ${JSON.stringify(tokenLabel)}: generate-on-token-wrapped needs the escrow session key imported as a CKK_AES key for CKM_AES_KEY_WRAP_PAD, ` +
-        `which this meshkit's PKCS#11 adapter cannot do yet; use import-with-escrow`,
-    );
   }
   return facts;
 }
 
-async function verifyEscrow(staging: string, plan: CeremonyPlan, blobId: string, signedMaster: SignedProfile): Promise<number[]> {
+/**
+ * The wrapped escrow (generate-on-token-wrapped): a fresh 256-bit K from the OS CSPRNG is imported
+ * as a session AES key (CKA_TOKEN=false, CKA_WRAP), each key is wrapped under it with
+ * CKM_AES_KEY_WRAP_PAD, the AES object is destroyed, the blob is made (and opened again) under K,
+ * K is split into the shares and wiped.
+ */
+async function wrapAndEscrow(
+  store: Pkcs11KeyStore,
+  kekLabel: string,
+  keys: Array<{ role: 'MasterSignatureKey' | 'MasterEscrowKey'; label: string; handle: KeyHandle }>,
+  plan: CeremonyPlan,
+  expectedIds: string[],
+): Promise<{ blob: OfflineEscrowBlob; blobId: string; shares: string[] }> {
+  const sessionKey = new Uint8Array(randomBytes(32));
+  try {
+    let kek: AesKeyHandle | undefined;
+    const set: WrappedKeySet = { Wrapping: 'CKM_AES_KEY_WRAP_PAD', Keys: [] };
+    try {
+      kek = await store.importAesKey(kekLabel, sessionKey, { token: false, wrap: true, unwrap: false });
+      for (const k of keys) {
+        const wrapped = await store.wrapKey(k.handle, kek, 'CKM_AES_KEY_WRAP_PAD');
+        set.Keys.push({ Role: k.role, Label: k.label, Curve: k.handle.info.curve, PublicKey: k.handle.info.publicJwk, Wrapped: b64u(wrapped) });
+      }
+    } finally {
+      if (kek !== undefined) await store.destroyAesKey(kek);
+    }
+    const { blob, blobId } = createOfflineEscrowWrapped(set, sessionKey);
+    const reopened = openOfflineEscrowAny(blob, sessionKey);
+    if (reopened.Form !== 'WrappedKeySet' || reopened.KeySet.Keys.map((k) => k.kid).join(' ') !== expectedIds.join(' ')) {
+      throw new CeremonyError(ErrorCode.CEREMONY_VERIFY, 'the escrow blob does not round-trip to the master keys');
+    }
+    const shares = splitSecret(sessionKey, plan.threshold, plan.custodians.length);
+    return { blob, blobId, shares };
+  } finally {
+    wipe(sessionKey);
+  }
+}
+
+/** Tests a key-agreement key on a token: ECDH with a host ephemeral key must give the host's Z. */
+export async function testAgreement(handle: KeyHandle, expected: PublicJwk): Promise<boolean> {
+  const eph = expected.crv === 'P-256' ? generateKeyPairSync('ec', { namedCurve: 'P-256' }) : generateKeyPairSync(expected.crv.toLowerCase() as 'x25519');
+  const epub = eph.publicKey.export({ format: 'jwk' });
+  const z1 = await handle.decrypter().deriveSharedSecret({ kty: epub.kty as 'OKP', crv: expected.crv, x: String(epub.x), ...(epub.y === undefined ? {} : { y: epub.y }) });
+  const z2 = new Uint8Array(diffieHellman({ privateKey: eph.privateKey, publicKey: createPublicKey({ key: { ...expected }, format: 'jwk' }) }));
+  const same = equalBytes(z1, z2);
+  wipe(z1, z2);
+  return same;
+}
+
+async function verifyEscrow(
+  staging: string,
+  plan: CeremonyPlan,
+  blobId: string,
+  signedMaster: SignedProfile,
+  store: Pkcs11KeyStore | undefined,
+  kekLabel: string,
+): Promise<{ subset: number[]; recovered: string[]; unwrapTests?: Array<{ Label: string; UDF: string; Test: string }> }> {
   const n = plan.custodians.length;
   const indices = Array.from({ length: n }, (_, i) => i + 1);
   for (let i = indices.length - 1; i > 0; i--) {
@@ -598,19 +716,52 @@ async function verifyEscrow(staging: string, plan: CeremonyPlan, blobId: string,
   const key = combineShares(shares);
   try {
     const blob = fromUtf8(new Uint8Array(await readFile(join(staging, 'escrow', `${blobId}.json`))));
-    const set = openOfflineEscrow(blob, key);
+    const opened = openOfflineEscrowAny(blob, key);
     const master = (await verifyProfile(signedMaster)).profile as { MasterSignatureKey: { UDF: string }; MasterEscrowKeys: Array<{ UDF: string }> };
-    const recovered = [set.MasterSignatureKey.kid, ...set.MasterEscrowKeys.map((k) => k.kid)];
+    const recovered =
+      opened.Form === 'EscrowedKeySet'
+        ? [opened.KeySet.MasterSignatureKey.kid as string, ...opened.KeySet.MasterEscrowKeys.map((k) => k.kid as string)]
+        : opened.KeySet.Keys.map((k) => k.kid);
     const expected = [master.MasterSignatureKey.UDF, ...master.MasterEscrowKeys.map((k) => k.UDF)];
     if (recovered.length !== expected.length || recovered.some((u, i) => u !== expected[i])) {
       throw new CeremonyError(ErrorCode.CEREMONY_VERIFY, `the keys recovered from the escrow (${recovered.join(', ')}) are not those of the Master Profile (${expected.join(', ')})`);
     }
-    wipeJwk(set.MasterSignatureKey);
-    for (const k of set.MasterEscrowKeys) wipeJwk(k);
+    if (opened.Form === 'EscrowedKeySet') {
+      wipeJwk(opened.KeySet.MasterSignatureKey);
+      for (const k of opened.KeySet.MasterEscrowKeys) wipeJwk(k);
+      return { subset, recovered };
+    }
+    if (store === undefined) throw new CeremonyError(ErrorCode.CEREMONY_VERIFY, 'a wrapped escrow blob needs the token to verify');
+    // Prove the escrow: unwrap each key under the recombined K into session objects, test, destroy.
+    const unwrapTests: Array<{ Label: string; UDF: string; Test: string }> = [];
+    const kek = await store.importAesKey(kekLabel, key, { token: false, wrap: false, unwrap: true });
+    try {
+      for (const k of opened.KeySet.Keys) {
+        const usage = k.Role === 'MasterSignatureKey' ? 'sign' : 'derive';
+        const copy = await store.unwrapKey(fromB64u(k.Wrapped, 'Wrapped'), kek, 'CKM_AES_KEY_WRAP_PAD', {
+          label: `${k.Label}-escrow-check`,
+          publicJwk: k.PublicKey,
+          usage,
+          token: false,
+          extractable: false,
+        });
+        try {
+          // unwrapKey checked a signing key with a test signature under PublicKey; test agreement keys here.
+          if (usage === 'derive' && !(await testAgreement(copy, k.PublicKey))) {
+            throw new CeremonyError(ErrorCode.CEREMONY_VERIFY, `the escrowed ${k.Label} unwraps to a key that does not agree with its public key ${k.kid}`);
+          }
+        } finally {
+          await store.destroyKey(copy);
+        }
+        unwrapTests.push({ Label: k.Label, UDF: k.kid, Test: usage === 'sign' ? 'unwrapped as a session key; signature verified under the public key' : 'unwrapped as a session key; key agreement matches the public key' });
+      }
+    } finally {
+      await store.destroyAesKey(kek);
+    }
+    return { subset, recovered, unwrapTests };
   } finally {
     key.fill(0);
   }
-  return subset;
 }
 
 /** Moves the staged files into DIR (transcript last) and removes `.staging`. */

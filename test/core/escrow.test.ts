@@ -1,11 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import * as jose from 'jose';
-import { hkdfSync } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, hkdfSync, randomBytes } from 'node:crypto';
 import { b64u, fromB64u, utf8 } from '../../src/core/bytes.js';
 import { ErrorCode, isMeshkitError } from '../../src/core/errors.js';
 import {
   createOfflineEscrow,
+  createOfflineEscrowWrapped,
   encryptWithEscrow,
+  openOfflineEscrowAny,
+  type WrappedKeySet,
   escrowBlobId,
   openOfflineEscrow,
   recoverWithEscrow,
@@ -134,6 +137,118 @@ describe('offline escrow', () => {
   it('escrowBlobId checks the key length and differs per key', () => {
     expect(() => escrowBlobId(new Uint8Array(31))).toThrow(RangeError);
     expect(escrowBlobId(new Uint8Array(32))).not.toBe(escrowBlobId(new Uint8Array(32).fill(1)));
+  });
+});
+
+/** RFC 5649 AES key wrap with padding of the key's PKCS#8 under K, as a token's C_WrapKey(CKM_AES_KEY_WRAP_PAD) makes it. */
+const KWP_IV = Buffer.from('A65959A6', 'hex');
+function hostWrap(key: ReturnType<typeof testKey>, k: Uint8Array): string {
+  const der = key.privateKey.export({ format: 'der', type: 'pkcs8' });
+  const c = createCipheriv('id-aes256-wrap-pad', k, KWP_IV);
+  return b64u(new Uint8Array(Buffer.concat([c.update(der), c.final()])));
+}
+function hostUnwrap(wrapped: string, k: Uint8Array): Buffer {
+  const d = createDecipheriv('id-aes256-wrap-pad', k, KWP_IV);
+  return Buffer.concat([d.update(fromB64u(wrapped)), d.final()]);
+}
+
+describe('offline escrow, wrapped form (generate-on-token-wrapped)', () => {
+  const wSign = testKey('P-256');
+  const wEsc = testKey('P-256');
+  const K = new Uint8Array(randomBytes(32));
+  const wrappedSet = (): WrappedKeySet => ({
+    Wrapping: 'CKM_AES_KEY_WRAP_PAD',
+    Keys: [
+      { Role: 'MasterSignatureKey', Label: 'mesh-master-signature', Curve: 'P-256', PublicKey: wSign.publicJwk, Wrapped: hostWrap(wSign, K) },
+      { Role: 'MasterEscrowKey', Label: 'mesh-master-escrow', Curve: 'P-256', PublicKey: wEsc.publicJwk, Wrapped: hostWrap(wEsc, K) },
+    ],
+  });
+
+  it('is named by the UDF of the caller\'s K, opens as Form WrappedKeySet, and the wrapped keys unwrap under K', () => {
+    const { blobId, blob } = createOfflineEscrowWrapped(wrappedSet(), K);
+    expect(blobId).toBe(escrowBlobId(K));
+    expect(blob.OfflineEscrowEntry.Identifier).toBe(blobId);
+    const opened = openOfflineEscrowAny(JSON.stringify(blob), K);
+    expect(opened.Form).toBe('WrappedKeySet');
+    if (opened.Form !== 'WrappedKeySet') return;
+    expect(opened.KeySet.Wrapping).toBe('CKM_AES_KEY_WRAP_PAD');
+    expect(opened.KeySet.Keys.map((k) => k.kid)).toEqual([wSign.keyId, wEsc.keyId]);
+    expect(opened.KeySet.Keys.map((k) => k.Role)).toEqual(['MasterSignatureKey', 'MasterEscrowKey']);
+    // What was wrapped under K is the private key of PublicKey (a real RFC 5649 round trip).
+    for (const [i, k] of opened.KeySet.Keys.entries()) {
+      const pub = createPublicKey(createPrivateKey({ key: hostUnwrap(k.Wrapped, K), format: 'der', type: 'pkcs8' })).export({ format: 'jwk' });
+      expect({ x: pub.x, y: pub.y }).toEqual({ x: [wSign, wEsc][i]?.publicJwk.x, y: [wSign, wEsc][i]?.publicJwk.y });
+    }
+    // The same shares recover it: K's Shamir shares.
+    const shares = splitSecret(K, 3, 5);
+    expect(openOfflineEscrowAny(blob, combineShares([shares[3] ?? '', shares[0] ?? '', shares[2] ?? ''])).Form).toBe('WrappedKeySet');
+  });
+
+  it('holds no private key in clear: the plaintext has only Wrapped members, no "d"', async () => {
+    const { blob } = createOfflineEscrowWrapped(wrappedSet(), K);
+    const cek = new Uint8Array(hkdfSync('sha512', K, new Uint8Array(0), utf8('meshkit offline escrow v1'), 32));
+    const r = await jose.generalDecrypt(blob.OfflineEscrowEntry.EncryptedData, cek);
+    const text = new TextDecoder().decode(r.plaintext);
+    expect(Object.keys(JSON.parse(text) as object)).toEqual(['WrappedKeySet']);
+    expect(text).not.toContain('"d"');
+    expect(text).not.toContain(wSign.privateJwk.d);
+    expect(r.protectedHeader).toEqual({ alg: 'dir', enc: 'A256GCM', kid: escrowBlobId(K), cty: 'EscrowedKeySet' });
+  });
+
+  it('openOfflineEscrow (private-key form only) refuses a wrapped blob; openOfflineEscrowAny opens the other form too', () => {
+    const { blob } = createOfflineEscrowWrapped(wrappedSet(), K);
+    expectCode(() => openOfflineEscrow(blob, K), ErrorCode.ESCROW_INVALID);
+    expect(() => openOfflineEscrow(blob, K)).toThrow(/WrappedKeySet/);
+    const plain = createOfflineEscrow(keySet);
+    const any = openOfflineEscrowAny(plain.blob, plain.sessionKey);
+    expect(any.Form).toBe('EscrowedKeySet');
+    if (any.Form === 'EscrowedKeySet') expect(any.KeySet.MasterSignatureKey.d).toBe(sign.privateJwk.d);
+  });
+
+  it('createOfflineEscrow takes the caller\'s session key when given', () => {
+    const k = new Uint8Array(32).fill(7);
+    const made = createOfflineEscrow(keySet, k);
+    expect(made.sessionKey).toBe(k);
+    expect(made.blobId).toBe(escrowBlobId(k));
+    expect(openOfflineEscrow(made.blob, k).MasterSignatureKey.d).toBe(sign.privateJwk.d);
+    expect(() => createOfflineEscrow(keySet, new Uint8Array(31))).toThrow(RangeError);
+    expect(() => createOfflineEscrow(keySet, 'k' as unknown as Uint8Array)).toThrow(TypeError);
+  });
+
+  it.each<[string, (s: WrappedKeySet) => unknown]>([
+    ['another Wrapping mechanism', (s) => ({ ...s, Wrapping: 'CKM_AES_KEY_WRAP' })],
+    ['only one key', (s) => ({ ...s, Keys: s.Keys.slice(0, 1) })],
+    ['roles out of order', (s) => ({ ...s, Keys: [s.Keys[1], s.Keys[0]] })],
+    ['a private member in PublicKey', (s) => ({ ...s, Keys: [{ ...s.Keys[0], PublicKey: { ...s.Keys[0]?.PublicKey, d: wSign.privateJwk.d } }, s.Keys[1]] })],
+    ['a "d" next to Wrapped', (s) => ({ ...s, Keys: [{ ...s.Keys[0], d: wSign.privateJwk.d }, s.Keys[1]] })],
+    ['Curve not that of PublicKey', (s) => ({ ...s, Keys: [{ ...s.Keys[0], Curve: 'Ed448' }, s.Keys[1]] })],
+    ['an X448 signature key', (s) => ({ ...s, Keys: [{ ...s.Keys[0], Curve: 'X448', PublicKey: escrow1.publicJwk }, s.Keys[1]] })],
+    ['an Ed448 escrow key', (s) => ({ ...s, Keys: [s.Keys[0], { ...s.Keys[1], Curve: 'Ed448', PublicKey: sign.publicJwk }] })],
+    ['Wrapped not base64url', (s) => ({ ...s, Keys: [{ ...s.Keys[0], Wrapped: 'not base64url!' }, s.Keys[1]] })],
+    ['Wrapped of 12 bytes', (s) => ({ ...s, Keys: [{ ...s.Keys[0], Wrapped: b64u(new Uint8Array(12)) }, s.Keys[1]] })],
+    ['an empty Label', (s) => ({ ...s, Keys: [{ ...s.Keys[0], Label: '' }, s.Keys[1]] })],
+  ])('refuses a wrapped set with %s (on creation and in a blob)', (_name, mutate) => {
+    const bad = mutate(wrappedSet()) as WrappedKeySet;
+    expectCode(() => createOfflineEscrowWrapped(bad, K), ErrorCode.ESCROW_INVALID);
+    // The same set inside a correctly encrypted blob is refused on opening.
+    const blobId = escrowBlobId(K);
+    const cek = new Uint8Array(hkdfSync('sha512', K, new Uint8Array(0), utf8('meshkit offline escrow v1'), 32));
+    const blob: OfflineEscrowBlob = {
+      OfflineEscrowEntry: { Identifier: blobId, EncryptedData: encryptJweDirect(utf8(JSON.stringify({ WrappedKeySet: bad })), cek, { kid: blobId, cty: 'EscrowedKeySet' }) },
+    };
+    expectCode(() => openOfflineEscrowAny(blob, K), ErrorCode.ESCROW_INVALID);
+  });
+
+  it('refuses a plaintext with both forms or an unknown one, and checks its arguments', () => {
+    const blobId = escrowBlobId(K);
+    const cek = new Uint8Array(hkdfSync('sha512', K, new Uint8Array(0), utf8('meshkit offline escrow v1'), 32));
+    for (const content of [{ WrappedKeySet: wrappedSet(), EscrowedKeySet: keySet }, { KeySet: {} }, []]) {
+      const blob = { OfflineEscrowEntry: { Identifier: blobId, EncryptedData: encryptJweDirect(utf8(JSON.stringify(content)), cek, { kid: blobId, cty: 'EscrowedKeySet' }) } };
+      expectCode(() => openOfflineEscrowAny(blob, K), ErrorCode.ESCROW_INVALID);
+    }
+    expect(() => createOfflineEscrowWrapped(wrappedSet(), new Uint8Array(16))).toThrow(RangeError);
+    expect(() => createOfflineEscrowWrapped(null as unknown as WrappedKeySet, K)).toThrow(TypeError);
+    expectCode(() => openOfflineEscrowAny(createOfflineEscrowWrapped(wrappedSet(), K).blob, new Uint8Array(32)), ErrorCode.ESCROW_KEY_MISMATCH);
   });
 });
 

@@ -97,6 +97,46 @@ export interface Pkcs11KeyCreateOptions extends KeyCreateOptions {
 export type WrapMechanism = 'CKM_AES_KEY_WRAP' | 'CKM_AES_KEY_WRAP_PAD';
 
 /**
+ * An AES key object made by {@link Pkcs11KeyStore.importAesKey}: pass it to `wrapKey` / `unwrapKey`
+ * in place of a KEK label, and destroy it with {@link Pkcs11KeyStore.destroyAesKey}. Opaque: the
+ * object handle stays inside the store that made it.
+ */
+export interface AesKeyHandle {
+  readonly label: string;
+  /** CKA_TOKEN: false for a session object (gone when the store's session closes, also on a crash). */
+  readonly token: boolean;
+  /** Key length in bits (128, 192 or 256). */
+  readonly bits: number;
+}
+
+/** Options of {@link Pkcs11KeyStore.importAesKey}. */
+export interface AesImportOptions {
+  /** CKA_TOKEN (default false: a session object). */
+  token?: boolean;
+  /** CKA_WRAP (default true). */
+  wrap?: boolean;
+  /** CKA_UNWRAP (default true). */
+  unwrap?: boolean;
+}
+
+/** Where {@link Pkcs11KeyStore.unwrapKey} puts the unwrapped key. */
+export interface Pkcs11UnwrapTarget extends Pkcs11KeyCreateOptions {
+  label: string;
+  publicJwk: PublicJwk;
+  /** CKA_TOKEN of the private and public objects (default true; false: session objects, e.g. to test an escrow). */
+  token?: boolean;
+}
+
+/** What {@link Pkcs11KeyStore.probeWrap} found. */
+export interface WrapProbe {
+  curve: Curve;
+  mechanism: WrapMechanism;
+  wrappable: boolean;
+  /** The CKR_* name or reason when not wrappable. */
+  reason?: string;
+}
+
+/**
  * Test seam: called after key objects exist and before they are finished (CKA_ID set / public
  * object created). A throw here must leave no object behind.
  * @internal
@@ -267,6 +307,8 @@ export class Pkcs11KeyStore implements KeyStore {
   #pin: SecretSource;
   #mechanisms: Set<number>;
   #handles = new WeakMap<KeyHandle, KeyRecord>();
+  /** Object handles of the AES keys this store imported (undefined once destroyed). */
+  #aesKeys = new WeakMap<AesKeyHandle, { object: Buffer | undefined }>();
   #closed = false;
   #closing: Promise<void> | undefined;
   /** Whether pooled signatures use C_SignAsync (false for tokens known not to be thread-safe). */
@@ -664,15 +706,15 @@ export class Pkcs11KeyStore implements KeyStore {
   /**
    * Wraps a private key (created `extractable: true`) under an AES key-encryption key on the token.
    * @param key a handle from this store, or the key's label.
-   * @param wrappingKeyLabel the CKA_LABEL of the AES KEK.
+   * @param wrappingKey the CKA_LABEL of the AES KEK, or an {@link AesKeyHandle} from {@link importAesKey}.
    * @throws UnsupportedError ERR_NOT_SUPPORTED naming token and mechanism when the token lacks the
    *   mechanism, refuses this key type (SoftHSM 2.6: EdDSA keys, CKR_KEY_NOT_WRAPPABLE) or the key is not extractable.
    * @throws KeyStoreError ERR_KEYSTORE_NOT_FOUND; Pkcs11Error ERR_PKCS11_OBJECT_NOT_FOUND (no KEK).
    */
-  async wrapKey(key: KeyHandle | string, wrappingKeyLabel: string, mechanism: WrapMechanism = 'CKM_AES_KEY_WRAP_PAD'): Promise<Uint8Array> {
+  async wrapKey(key: KeyHandle | string, wrappingKey: string | AesKeyHandle, mechanism: WrapMechanism = 'CKM_AES_KEY_WRAP_PAD'): Promise<Uint8Array> {
     const r = typeof key === 'string' ? await this.#findOne({ label: alabel(key) }) : assertOwnStoreHandle(this.#handles, key);
     const mech = this.#wrapMechanism(mechanism);
-    const kek = this.#findKek(wrappingKeyLabel);
+    const kek = this.#kek(wrappingKey, 'wrappingKey');
     const lib = this.#session.lib;
     try {
       const out = lib.C_WrapKey(this.#session.handle, { mechanism: mech }, kek, r.priv, Buffer.alloc(8192));
@@ -692,20 +734,24 @@ export class Pkcs11KeyStore implements KeyStore {
 
   /**
    * Unwraps a private key wrapped by {@link wrapKey} (or off-token with the same mechanism, PKCS#8
-   * inside) under the AES KEK `unwrappingKeyLabel`, stores it as `label` with its public key object,
-   * and checks with a test signature / agreement that it belongs to `publicJwk`.
+   * inside) under the AES KEK `unwrappingKey` (its label, or an {@link AesKeyHandle}), stores it as
+   * `target.label` (CKA_ID from its key UDF; token objects unless `target.token === false`) with its
+   * public key object, and checks with a test signature that a signing key belongs to `publicJwk`
+   * (a key-agreement key cannot be checked without a peer: the caller tests it).
    * @throws UnsupportedError naming token and mechanism when the token cannot unwrap it.
    * @throws KeyError ERR_KEY_INVALID when the unwrapped key does not belong to `publicJwk` (nothing is kept).
    * @throws KeyStoreError ERR_KEYSTORE_EXISTS; Pkcs11Error.
    */
   async unwrapKey(
     wrapped: Uint8Array,
-    unwrappingKeyLabel: string,
+    unwrappingKey: string | AesKeyHandle,
     mechanism: WrapMechanism,
-    target: { label: string; publicJwk: PublicJwk } & Pkcs11KeyCreateOptions,
+    target: Pkcs11UnwrapTarget,
   ): Promise<KeyHandle> {
     abytes(wrapped, 'wrapped');
     aobject(target, 'target');
+    if (target.token !== undefined && typeof target.token !== 'boolean') throw new TypeError(`"target.token" expected a boolean, got ${typeof target.token}`);
+    const onToken = target.token !== false;
     const label = alabel(target.label, 'target.label');
     const publicKey = publicKeyFromJwk(target.publicJwk);
     const curve = publicKey.curve;
@@ -713,7 +759,7 @@ export class Pkcs11KeyStore implements KeyStore {
     this.#assertOpen();
     this.#assertLabelFree(label);
     const mech = this.#wrapMechanism(mechanism);
-    const kek = this.#findKek(unwrappingKeyLabel);
+    const kek = this.#kek(unwrappingKey, 'unwrappingKey');
     const keyType = this.#keyTypeFor(curve, target.keyType);
     const keyId = computeKeyId(publicKey);
     const id = keyObjectId(keyId);
@@ -723,7 +769,7 @@ export class Pkcs11KeyStore implements KeyStore {
       priv = lib.C_UnwrapKey(this.#session.handle, { mechanism: mech }, kek, Buffer.from(wrapped), [
         { type: pk('CKA_CLASS'), value: pk('CKO_PRIVATE_KEY') },
         { type: pk('CKA_KEY_TYPE'), value: keyType },
-        { type: pk('CKA_TOKEN'), value: true },
+        { type: pk('CKA_TOKEN'), value: onToken },
         { type: pk('CKA_LABEL'), value: label },
         { type: pk('CKA_ID'), value: id },
         ...this.#privateAttributes(usage, target),
@@ -745,7 +791,7 @@ export class Pkcs11KeyStore implements KeyStore {
         throw new KeyError(ErrorCode.KEY_INVALID, `the unwrapped key is a ${curveFromEcParams(params)} key, "publicJwk" is ${curve}`);
       }
       _faultInjection.afterObjectsCreated?.('unwrap');
-      pub = this.#createPublic(publicKey, label, id, usage, keyType);
+      pub = this.#createPublic(publicKey, label, id, usage, keyType, onToken);
       const record: KeyRecord = {
         priv,
         pub,
@@ -766,6 +812,173 @@ export class Pkcs11KeyStore implements KeyStore {
       if (pub !== undefined) this.#session.destroyQuietly(pub);
       throw this.#mapError(e, 'C_UnwrapKey', `finishing unwrapped key ${JSON.stringify(label)} (the new objects were deleted)`);
     }
+  }
+
+  /**
+   * Imports an AES key (C_CreateObject, CKK_AES) for wrapping and unwrapping — e.g. an escrow
+   * session key drawn on the host. Sensitive and non-extractable; a session object unless
+   * `opts.token`. The caller keeps (and wipes) `value`; the store's copy is wiped.
+   * @param value 16, 24 or 32 bytes.
+   * @throws TypeError / RangeError for bad arguments (`value` length names the field).
+   * @throws KeyStoreError ERR_KEYSTORE_EXISTS when an object already has the label.
+   * @throws UnsupportedError when the token has no AES key wrapping (CKM_AES_KEY_WRAP_PAD / CKM_AES_KEY_WRAP).
+   * @throws Pkcs11Error when the token refuses the object.
+   */
+  async importAesKey(label: string, value: Uint8Array, opts: AesImportOptions = {}): Promise<AesKeyHandle> {
+    alabel(label);
+    abytes(value, 'value', 16, 24, 32);
+    aobject(opts, 'opts');
+    for (const f of ['token', 'wrap', 'unwrap'] as const) {
+      if (opts[f] !== undefined && typeof opts[f] !== 'boolean') throw new TypeError(`"opts.${f}" expected a boolean, got ${typeof opts[f]}`);
+    }
+    this.#assertOpen();
+    if (!this.#mechanisms.has(pk('CKM_AES_KEY_WRAP_PAD')) && !this.#mechanisms.has(pk('CKM_AES_KEY_WRAP'))) {
+      this.#requireMechanism(pk('CKM_AES_KEY_WRAP_PAD'), 'importing an AES key-encryption key');
+    }
+    if (this.#run('checking the label', () => this.#session.find([{ type: pk('CKA_LABEL'), value: label }], 1).length > 0)) throw this.#exists(label);
+    const token = opts.token === true;
+    const copy = Buffer.from(value);
+    try {
+      const object = this.#create(
+        [
+          { type: pk('CKA_CLASS'), value: pk('CKO_SECRET_KEY') },
+          { type: pk('CKA_KEY_TYPE'), value: pk('CKK_AES') },
+          { type: pk('CKA_TOKEN'), value: token },
+          { type: pk('CKA_PRIVATE'), value: true },
+          { type: pk('CKA_SENSITIVE'), value: true },
+          { type: pk('CKA_EXTRACTABLE'), value: false },
+          { type: pk('CKA_WRAP'), value: opts.wrap !== false },
+          { type: pk('CKA_UNWRAP'), value: opts.unwrap !== false },
+          { type: pk('CKA_ENCRYPT'), value: false },
+          { type: pk('CKA_DECRYPT'), value: false },
+          { type: pk('CKA_LABEL'), value: label },
+          { type: pk('CKA_VALUE'), value: copy },
+        ],
+        `importing AES key ${JSON.stringify(label)}`,
+      );
+      const handle: AesKeyHandle = Object.freeze({ label, token, bits: value.length * 8 });
+      this.#aesKeys.set(handle, { object });
+      return handle;
+    } finally {
+      wipe(copy);
+    }
+  }
+
+  /**
+   * Destroys an AES key made by {@link importAesKey}. Idempotent (a second call does nothing).
+   * @throws TypeError if `key` is not from this store; Pkcs11Error when the token refuses.
+   */
+  async destroyAesKey(key: AesKeyHandle): Promise<void> {
+    const entry = typeof key === 'object' && key !== null ? this.#aesKeys.get(key) : undefined;
+    if (entry === undefined) throw new TypeError('"key" expected an AesKeyHandle from this Pkcs11KeyStore');
+    const object = entry.object;
+    if (object === undefined) return;
+    this.#run(`destroying AES key ${JSON.stringify(key.label)}`, () => {
+      try {
+        this.#session.lib.C_DestroyObject(this.#session.handle, object);
+      } catch (e) {
+        throw this.#mapError(e, 'C_DestroyObject', `destroying AES key ${JSON.stringify(key.label)}`);
+      }
+    });
+    entry.object = undefined;
+  }
+
+  /**
+   * Destroys exactly the private and public objects behind `key` (a handle of this store) — unlike
+   * {@link delete}, which finds the key by label and every public object with its CKA_ID. Used for
+   * session copies (unwrapKey with `token: false`) that share a CKA_ID with a token key.
+   * @throws TypeError if `key` is not from this store; Pkcs11Error when the token refuses.
+   */
+  async destroyKey(key: KeyHandle): Promise<void> {
+    const r = assertOwnStoreHandle(this.#handles, key);
+    this.#run(`destroying key ${JSON.stringify(r.label)}`, () => {
+      try {
+        this.#session.lib.C_DestroyObject(this.#session.handle, r.priv);
+      } catch (e) {
+        throw this.#mapError(e, 'C_DestroyObject', `destroying key ${JSON.stringify(r.label)}`);
+      }
+      if (r.pub !== undefined) this.#session.destroyQuietly(r.pub);
+    });
+    this.#handles.delete(key);
+  }
+
+  /**
+   * Whether the token can wrap `curve` private keys with `mechanism`, found by trying: a session key
+   * pair of that curve (extractable, sensitive) and a random session AES key are made, the private
+   * key is wrapped, and all are destroyed. Nothing is left on the token.
+   * @throws TypeError / RangeError for bad arguments; UnsupportedError when the token lacks the
+   *   mechanism or cannot make the key pair; Pkcs11Error for other failures.
+   */
+  async probeWrap(curve: Curve, mechanism: WrapMechanism = 'CKM_AES_KEY_WRAP_PAD'): Promise<WrapProbe> {
+    acurve(curve);
+    const mech = this.#wrapMechanism(mechanism);
+    this.#assertOpen();
+    const usage = resolveUsage(curve, undefined);
+    const keyType = this.#keyTypeFor(curve, undefined);
+    const genMech = curve === 'P-256' ? pk('CKM_EC_KEY_PAIR_GEN') : keyType === CKK_EC_MONTGOMERY ? CKM_EC_MONTGOMERY_KEY_PAIR_GEN : CKM_EC_EDWARDS_KEY_PAIR_GEN;
+    this.#requireMechanism(genMech, `generating ${curve} keys`);
+    const lib = this.#session.lib;
+    const session = this.#session.handle;
+    const label = `meshkit-wrap-probe-${randomBytes(6).toString('hex')}`;
+    const common = [
+      { type: pk('CKA_TOKEN'), value: false },
+      { type: pk('CKA_KEY_TYPE'), value: keyType },
+      { type: pk('CKA_LABEL'), value: label },
+    ];
+    let pair: pkcs11js.KeyPair | undefined;
+    let kek: AesKeyHandle | undefined;
+    const secret = new Uint8Array(randomBytes(32));
+    try {
+      try {
+        pair = lib.C_GenerateKeyPair(
+          session,
+          { mechanism: genMech },
+          [...common, { type: pk('CKA_CLASS'), value: pk('CKO_PUBLIC_KEY') }, { type: pk('CKA_EC_PARAMS'), value: Buffer.from(ecParams(curve)) }],
+          [...common, ...this.#privateAttributes(usage, { extractable: true })],
+        );
+      } catch (e) {
+        throw this.#mapError(e, 'C_GenerateKeyPair', `making a session ${curve} key to probe wrapping`);
+      }
+      kek = await this.importAesKey(`${label}-kek`, secret, { token: false });
+      const kekObject = this.#kek(kek, 'kek');
+      try {
+        lib.C_WrapKey(session, { mechanism: mech }, kekObject, pair.privateKey, Buffer.alloc(8192));
+        return { curve, mechanism, wrappable: true };
+      } catch (e) {
+        for (const ckr of ['CKR_KEY_NOT_WRAPPABLE', 'CKR_KEY_UNEXTRACTABLE', 'CKR_KEY_TYPE_INCONSISTENT', 'CKR_MECHANISM_INVALID', 'CKR_FUNCTION_FAILED']) {
+          if (isCkr(e, ckr)) return { curve, mechanism, wrappable: false, reason: ckr };
+        }
+        throw this.#mapError(e, 'C_WrapKey', `probing ${mechanism} with a ${curve} key`);
+      }
+    } finally {
+      wipe(secret);
+      if (kek !== undefined) await this.destroyAesKey(kek).catch(() => undefined);
+      if (pair !== undefined) {
+        this.#session.destroyQuietly(pair.privateKey);
+        this.#session.destroyQuietly(pair.publicKey);
+      }
+    }
+  }
+
+  /**
+   * Sets CKA_EXTRACTABLE to false on a key of this store (allowed once true → false, never back):
+   * e.g. after its escrow by wrapping is made and verified, so it can never leave the token again.
+   * @returns whether the token now reports the key non-extractable (false when it refused the change).
+   * @throws TypeError if `key` is not from this store; Pkcs11Error for an unexpected failure.
+   */
+  async lockExtractable(key: KeyHandle): Promise<boolean> {
+    const r = assertOwnStoreHandle(this.#handles, key);
+    return this.#run(`making key ${JSON.stringify(r.label)} non-extractable`, () => {
+      try {
+        this.#session.lib.C_SetAttributeValue(this.#session.handle, r.priv, [{ type: pk('CKA_EXTRACTABLE'), value: false }]);
+      } catch (e) {
+        if (isCkr(e, 'CKR_ATTRIBUTE_READ_ONLY') || isCkr(e, 'CKR_ACTION_PROHIBITED') || isCkr(e, 'CKR_TEMPLATE_INCONSISTENT')) return false;
+        throw e;
+      }
+      const now = bool(this.#session.attributes(r.priv, [pk('CKA_EXTRACTABLE')]).get(pk('CKA_EXTRACTABLE')));
+      if (!now) r.extractable = false;
+      return !now;
+    });
   }
 
   // -------------------------------------------------------------------------------------------
@@ -854,12 +1067,12 @@ export class Pkcs11KeyStore implements KeyStore {
     }
   }
 
-  #createPublic(publicKey: PublicKey, label: string, id: Buffer, usage: KeyUsage, keyType: number): Buffer {
+  #createPublic(publicKey: PublicKey, label: string, id: Buffer, usage: KeyUsage, keyType: number, onToken = true): Buffer {
     return this.#create(
       [
         { type: pk('CKA_CLASS'), value: pk('CKO_PUBLIC_KEY') },
         { type: pk('CKA_KEY_TYPE'), value: keyType },
-        { type: pk('CKA_TOKEN'), value: true },
+        { type: pk('CKA_TOKEN'), value: onToken },
         { type: pk('CKA_PRIVATE'), value: false },
         { type: pk('CKA_LABEL'), value: label },
         { type: pk('CKA_ID'), value: id },
@@ -878,6 +1091,16 @@ export class Pkcs11KeyStore implements KeyStore {
     } catch (e) {
       throw toPkcs11Error(e, 'C_SetAttributeValue', 'setting CKA_ID');
     }
+  }
+
+  /** The object handle of a KEK given by label or by an AesKeyHandle of this store. */
+  #kek(key: string | AesKeyHandle, field: string): Buffer {
+    if (typeof key === 'string') return this.#findKek(key);
+    const entry = typeof key === 'object' && key !== null ? this.#aesKeys.get(key) : undefined;
+    if (entry === undefined) throw new TypeError(`"${field}" expected a KEK label or an AesKeyHandle from this Pkcs11KeyStore`);
+    if (entry.object === undefined) throw new TypeError(`"${field}": AES key ${JSON.stringify(key.label)} was destroyed`);
+    this.#assertOpen();
+    return entry.object;
   }
 
   #findKek(label: string): Buffer {
