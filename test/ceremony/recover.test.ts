@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { utf8 } from '../../src/core/bytes.js';
 import { escrowBlobId } from '../../src/core/escrow.js';
 import { splitSecret } from '../../src/core/shamir.js';
-import { ErrorCode, isMeshkitError } from '../../src/core/errors.js';
+import { ErrorCode } from '../../src/core/errors.js';
 import { verifyLogHead } from '../../src/core/hashlog.js';
 import { publicKeyFromJwk, publicKeyObject } from '../../src/core/keys.js';
 import { readProfile, type MasterProfile } from '../../src/core/profiles.js';
