@@ -7,6 +7,8 @@ const nativeOnlyInAdapters = {
     { name: 'pkcs11js', message: 'Only src/keystore/pkcs11/* may import pkcs11js.' },
     { name: 'serialport', message: 'Only src/device/transport/serial.ts may import serialport.' },
     { name: 'node-hid', message: 'Only src/device/transport/hid.ts may import node-hid.' },
+    { name: 'better-sqlite3', message: 'Only src/portal/storage-sqlite.ts may import better-sqlite3.' },
+    { name: 'pg', message: 'Only src/portal/storage-postgres.ts may import pg.' },
   ],
 };
 
@@ -38,4 +40,5 @@ export default tseslint.config(
   { files: ['bin/**/*.js'], languageOptions: { globals: { process: 'readonly' } } },
   { files: ['src/keystore/pkcs11/**/*.ts'], rules: { 'no-restricted-imports': 'off' } },
   { files: ['src/device/transport/serial.ts', 'src/device/transport/hid.ts'], rules: { 'no-restricted-imports': 'off' } },
+  { files: ['src/portal/storage-sqlite.ts', 'src/portal/storage-postgres.ts'], rules: { 'no-restricted-imports': 'off' } },
 );

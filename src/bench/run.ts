@@ -22,6 +22,7 @@ import { combineShares, splitSecret } from '../core/shamir.js';
 import type { Curve, PublicJwk, Signer } from '../core/signer.js';
 import { udfDigest } from '../core/udf.js';
 import { benchPkcs11 } from './pkcs11.js';
+import { benchPortal } from './portal.js';
 
 interface Figure {
   name: string;
@@ -184,6 +185,9 @@ async function main(): Promise<void> {
   const pkcs11 = await benchPkcs11();
   if (pkcs11.skipped !== undefined) log(pkcs11.skipped);
   figures.push(...pkcs11.figures);
+  const portal = await benchPortal();
+  for (const reason of portal.skipped) log(reason);
+  figures.push(...portal.figures);
   if (json) {
     process.stdout.write(JSON.stringify({ node: process.version, figures }, null, 2) + '\n');
     return;

@@ -8,6 +8,7 @@ import { registerDemoCommand } from './demo.js';
 import { registerTokenCommands } from './token.js';
 import { registerCeremonyCommands } from './ceremony.js';
 import { registerEscrowCommands } from './escrow.js';
+import { registerPortalCommands } from './portal.js';
 
 export function registerCommands(program: Command): void {
   registerUdfCommands(program);
@@ -18,4 +19,5 @@ export function registerCommands(program: Command): void {
   registerTokenCommands(program);
   registerCeremonyCommands(program);
   registerEscrowCommands(program);
+  registerPortalCommands(program);
 }
