@@ -11,7 +11,9 @@
  * 4. Two devices with their own keys and self-signed Device Profiles, connected by a superseding
  *    Personal Profile signed by the administration key on the "smartcard".
  * 5. Verification of the chain, and refusal of a forged, a superseded and an unauthorised profile.
- * 6. A linked-hash log of the demo itself, head signed by the administration key.
+ * 6. A Mesh portal on loopback with SQLite: the account is created, the devices published, fetched
+ *    back, verified, and the last publish proven against the portal's signed log head.
+ * 7. A linked-hash log of the demo itself, head signed by the administration key.
  *
  * Everything it makes is kept under the output directory and listed in the summary.
  */
@@ -37,6 +39,9 @@ import { recoverCeremony } from '../ceremony/recover.js';
 import { runCeremony } from '../ceremony/run.js';
 import { verifyCeremony } from '../ceremony/verify.js';
 import { openKeyReference, openKeyStore } from '../keystore/index.js';
+import { publishDemoAccount } from '../portal/demo.js';
+import { startPortalServer } from '../portal/server.js';
+import { openStorage } from '../portal/storage.js';
 import { SoftwareKeyStore } from '../keystore/software.js';
 import type { SecretSource } from '../keystore/software.js';
 import type { KeyHandle, KeyStore } from '../keystore/types.js';
@@ -66,6 +71,7 @@ export interface DemoSummary {
   devices: Array<{ name: string; identifier: string; file: string }>;
   personal: { identifier: string; sequence: number; devices: number; file: string };
   checks: Array<{ check: string; result: string }>;
+  portal: { url: string; db: string; account: string; published: number; fetched: number; logCount: number; proven: boolean };
   log: { entries: number; head: string | null };
   steps: DemoStep[];
   files: string[];
@@ -236,7 +242,29 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     checks.push({ check: 'Personal Profile signed by a key that is not an administration key', result: await refusal(verifyProfile(rogueSigned)) });
     step('verify', `${checks.length} checks: chain Master → Personal → Devices valid; forged, superseded and unauthorised profiles refused`, t0, { checks });
 
-    // 6. The log of what was done, head signed by the administration key.
+    // 6. A portal on loopback with SQLite: create the account, publish, fetch back, prove.
+    t0 = performance.now();
+    const portalDir = join(out, 'portal');
+    await mkdir(portalDir, { recursive: true, mode: 0o700 });
+    const portalStore = await SoftwareKeyStore.open(join(portalDir, 'portal.keys'), () => new Uint8Array(devicePass), { create: true });
+    stores.push(portalStore);
+    const portalKey = await portalStore.generate('portal', 'Ed25519');
+    const dbFile = join(portalDir, 'portal.db');
+    const server = await startPortalServer({ storage: await openStorage(`sqlite:${dbFile}`), portalKey: portalKey.signer(), plainHttp: true, host: '127.0.0.1', port: 0 });
+    const portalAccount = 'owner@portal.example';
+    let published;
+    try {
+      published = await publishDemoAccount(server.url, portalAccount, JSON.parse(master) as SignedProfile, signedPersonal, devices.map((d) => d.signed), {
+        portalKey: portalKey.info.publicJwk,
+      });
+    } finally {
+      await server.close();
+    }
+    if (!published.proven) throw new MeshkitError('ERR_PORTAL_PROTOCOL', 'the portal log proof of the last publish did not check');
+    step('portal', `portal on ${server.url} (SQLite ${relative(out, dbFile)}): account ${portalAccount} created, ${published.published.length} profiles published, ${published.fetched} fetched back and verified; log entry proven against the signed head (${published.logCount} entries)`, t0,
+      { portal: published.portal, published: published.published.length, logCount: published.logCount });
+
+    // 7. The log of what was done, head signed by the administration key.
     t0 = performance.now();
     step('log', 'linked-hash log of the demo steps; head signed by the administration key', t0);
     const lines = log.lines();
@@ -269,6 +297,15 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
       devices: devices.map((d) => ({ name: d.name, identifier: d.handle.info.keyId, file: relative(out, d.file) })),
       personal: { identifier: personal.Identifier, sequence: personal.Sequence, devices: personal.Devices.length, file: relative(out, personalFile) },
       checks,
+      portal: {
+        url: server.url,
+        db: relative(out, dbFile),
+        account: portalAccount,
+        published: published.published.length,
+        fetched: published.fetched,
+        logCount: published.logCount,
+        proven: published.proven,
+      },
       log: { entries: checked.count, head: checked.head },
       steps,
       files: await listFiles(out),

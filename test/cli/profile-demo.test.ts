@@ -38,6 +38,7 @@ interface Summary {
   personal: { sequence: number; devices: number; file: string };
   checks: Array<{ check: string; result: string }>;
   log: { entries: number; head: string };
+  portal: { url: string; db: string; account: string; published: number; fetched: number; logCount: number; proven: boolean };
 }
 let summary: Summary;
 let softwareSummary: Summary;
@@ -88,6 +89,24 @@ describe('meshkit demo', () => {
       expect(s.recovery.sharesUsed).toHaveLength(3);
       expect(s.recovery.keys.sort()).toEqual([s.master.signatureKey, s.master.escrowKey].sort());
     }
+  });
+
+  it('published the account to a portal on loopback with SQLite, and its notary log verifies offline', async () => {
+    expect(summary.portal).toMatchObject({ published: 2, proven: true, db: 'portal/portal.db' });
+    expect(summary.portal.fetched).toBeGreaterThanOrEqual(3);
+    expect(summary.portal.logCount).toBe(1 + summary.portal.published);
+    const exported = join(root, 'portal-log.jsonl');
+    const ex = await meshkit(['portal', 'log', 'export', '--db', `sqlite:${join(out, summary.portal.db)}`]);
+    expect(ex.code, ex.stderr).toBe(0);
+    await writeFile(exported, ex.stdout);
+    const v = await meshkit(['portal', 'log', 'verify', exported]);
+    expect(v.code, v.stderr).toBe(0);
+    const lines = ex.stdout.trimEnd().split('\n');
+    expect(lines).toHaveLength(summary.portal.logCount);
+    await writeFile(exported, [lines[0], lines[1]!.replace('Publish', 'Publiah'), ...lines.slice(2)].join('\n') + '\n');
+    const bad = await meshkit(['portal', 'log', 'verify', exported]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/entry 1/u);
   });
 
   it('its ceremony directory passes meshkit ceremony verify, and a hand-edited share is caught', async () => {

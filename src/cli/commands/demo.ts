@@ -41,6 +41,7 @@ function summaryText(s: DemoSummary): string {
     ...s.devices.map((d) => `    ${d.name.padEnd(11)} ${d.identifier}  ${d.file}`),
     '  checks',
     ...s.checks.map((c) => `    ${c.check}: ${c.result}`),
+    `  portal        ${s.portal.url} (SQLite ${s.portal.db}), stopped: account ${s.portal.account}, ${s.portal.published} published, ${s.portal.fetched} fetched and verified, notary log ${s.portal.logCount} entries, proof of the last publish ${s.portal.proven ? 'checked' : 'NOT checked'}`,
     `  log           ${s.log.entries} entries, head ${s.log.head ?? '(empty)'} (demo-log.jsonl, signed head demo-log.head.json)`,
     '  files',
     ...s.files.map((f) => `    ${f}`),
