@@ -275,3 +275,8 @@ export async function exists(path: string): Promise<boolean> {
     return false;
   }
 }
+
+/** The fingerprint the ceremony records for each file it writes (and `ceremony verify` recomputes). */
+export function ceremonyFileFingerprint(bytes: Uint8Array): string {
+  return udfDigest(bytes);
+}

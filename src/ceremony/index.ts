@@ -21,7 +21,8 @@ export {
   SHARE_CHECK_BITS,
 } from './files.js';
 export type { ShareFile, ParsedShareFile } from './files.js';
-export { verifyCeremony, ceremonyFileFingerprint } from './verify.js';
+export { verifyCeremony } from './verify.js';
+export { ceremonyFileFingerprint } from './files.js';
 export type { CeremonyVerifyReport } from './verify.js';
 export { recoverCeremony } from './recover.js';
 export type { RecoverCeremonyOptions, RecoverySummary, ShareVerdict } from './recover.js';

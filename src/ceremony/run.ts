@@ -44,11 +44,11 @@ import {
 } from '../core/profiles.js';
 import { combineShares, splitSecret } from '../core/shamir.js';
 import type { Curve, PrivateJwk, PublicJwk } from '../core/signer.js';
-import { udfDigest, udfNonce, udfParse } from '../core/udf.js';
+import { udfNonce, udfParse } from '../core/udf.js';
 import { openKeyReference, openKeyStore, type KeyHandle, type KeyStore, type SecretSource } from '../keystore/index.js';
 import type { Pkcs11KeyStore, TokenCapabilities } from '../keystore/pkcs11/index.js';
 import type { AesKeyHandle } from '../keystore/pkcs11/store.js';
-import { exists, formatShareFile, fsyncDir, parseShareFile, secureRemoveTree, writeFileAtomic } from './files.js';
+import { ceremonyFileFingerprint, exists, formatShareFile, fsyncDir, parseShareFile, secureRemoveTree, writeFileAtomic } from './files.js';
 import { CeremonyError, redactTokenUri, type CeremonyPlan, type PlanAdministrator } from './plan.js';
 
 /** Named points after which the fault-injection switch can stop the process (test only). */
@@ -135,10 +135,6 @@ interface ResolvedAdmin {
   keyId: string;
   handle?: KeyHandle;
   store?: KeyStore;
-}
-
-function fileFingerprint(bytes: Uint8Array): string {
-  return udfDigest(bytes);
 }
 
 /** The CKA_ID meshkit gives a key on a token (first 16 bytes of the binary key UDF), as hex. */
@@ -399,7 +395,7 @@ export async function runCeremony(plan: CeremonyPlan, opts: RunCeremonyOptions):
         });
         await writeFileAtomic(join(staging, rel), text, { mode: 0o600 });
         files.push(rel);
-        shareFacts.push({ Index: i + 1, Custodian: custodian, File: rel, Fingerprint: fileFingerprint(utf8(text)) });
+        shareFacts.push({ Index: i + 1, Custodian: custodian, File: rel, Fingerprint: ceremonyFileFingerprint(utf8(text)) });
         if (interactive && prompts !== undefined) {
           await prompts.presentShare({ custodian, index: i + 1, count: plan.custodians.length, path: join(out, rel), text });
         }
@@ -408,7 +404,7 @@ export async function runCeremony(plan: CeremonyPlan, opts: RunCeremonyOptions):
       await record('escrow', `blob ${blobId}, ${plan.threshold} of ${plan.custodians.length} shares written`, {
         Blob: blobId,
         BlobFile: blobRel,
-        BlobFingerprint: fileFingerprint(blobBytes),
+        BlobFingerprint: ceremonyFileFingerprint(blobBytes),
         Threshold: plan.threshold,
         Shares: plan.custodians.length,
         ShareFiles: shareFacts,
@@ -458,9 +454,9 @@ export async function runCeremony(plan: CeremonyPlan, opts: RunCeremonyOptions):
     files.push('master.json', 'personal.json');
     await record('profiles', `Master Profile ${vm.identifier}; Personal Profile signed by ${usable.admin.name}`, {
       Master: vm.identifier,
-      MasterFile: { File: 'master.json', Fingerprint: fileFingerprint(masterBytes) },
+      MasterFile: { File: 'master.json', Fingerprint: ceremonyFileFingerprint(masterBytes) },
       Personal: vp.identifier,
-      PersonalFile: { File: 'personal.json', Fingerprint: fileFingerprint(personalBytes) },
+      PersonalFile: { File: 'personal.json', Fingerprint: ceremonyFileFingerprint(personalBytes) },
       PersonalSignedBy: { Administrator: usable.admin.name, UDF: vp.signerKeyId },
     });
 
@@ -521,7 +517,7 @@ export async function runCeremony(plan: CeremonyPlan, opts: RunCeremonyOptions):
     await writeFileAtomic(join(staging, 'account.json'), accountBytes, { mode: 0o644 });
     files.push('account.json');
     const listed: Array<{ File: string; Fingerprint: string }> = [];
-    for (const f of files) listed.push({ File: f, Fingerprint: fileFingerprint(new Uint8Array(await readFile(join(staging, f)))) });
+    for (const f of files) listed.push({ File: f, Fingerprint: ceremonyFileFingerprint(new Uint8Array(await readFile(join(staging, f)))) });
     await record('complete', `${files.length} files`, { Files: listed });
     const head = await signLogHead(log.head, sigHandle.signer());
     await writeFileAtomic(join(staging, 'transcript.head.json'), JSON.stringify(head, null, 2) + '\n', { mode: 0o644 });

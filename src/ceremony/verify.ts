@@ -33,8 +33,7 @@ import { parseJsonStrict } from '../core/jose.js';
 import { publicKeyFromJwk } from '../core/keys.js';
 import { verifyProfile, type MasterProfile, type PersonalProfile, type VerifiedProfile } from '../core/profiles.js';
 import { parseShare } from '../core/shamir.js';
-import { udfDigest } from '../core/udf.js';
-import { parseShareFile } from './files.js';
+import { ceremonyFileFingerprint, parseShareFile } from './files.js';
 import { parsePlan, planFingerprint, type CeremonyPlan, type KeyOrigin } from './plan.js';
 
 /** What {@link verifyCeremony} found. */
@@ -76,10 +75,6 @@ function fail(message: string, code: ErrorCodeValue = ErrorCode.CEREMONY_VERIFY)
   throw new Failure(message, code);
 }
 
-/** The file fingerprint the ceremony records (src/ceremony/run.ts). */
-export function ceremonyFileFingerprint(bytes: Uint8Array): string {
-  return udfDigest(bytes);
-}
 
 /** The entry types of a finished ceremony, in order, for a key origin. */
 export function expectedEntryTypes(origin: KeyOrigin): string[] {
