@@ -23,7 +23,7 @@ import type { Curve, PublicJwk, Signer } from '../core/signer.js';
 import { PortalClient } from '../portal/client.js';
 import { startPortalServer } from '../portal/server.js';
 import { openStorage } from '../portal/storage.js';
-import { benchPostgresMissing, startBenchPostgres } from './postgres-server.js';
+import { scratchPostgresMissing, startScratchPostgres } from './postgres-server.js';
 
 /** A bench figure (the shape src/bench/run.ts prints). */
 export interface PortalFigure {
@@ -187,11 +187,11 @@ export async function benchPortal(opts: PortalBenchOptions = {}): Promise<{ figu
     }
   }
   if (backends.includes('postgres')) {
-    const missing = benchPostgresMissing();
+    const missing = scratchPostgresMissing;
     if (missing !== undefined) {
       skipped.push(`portal PostgreSQL figures skipped: ${missing}`);
     } else {
-      const pg = await startBenchPostgres();
+      const pg = await startScratchPostgres({ durable: true });
       try {
         figures.push(...(await benchBackend('postgres', pg.url, work, baselineMs, fetches, concurrency)));
       } finally {

@@ -134,9 +134,9 @@ export interface VerifiedProfile<T extends ProfileTypeName = ProfileTypeName> {
 /** Context for {@link verifyProfile}. */
 export interface VerifyContext {
   /** The Master Profile to check a Personal Profile against (else the one embedded in it). */
-  master?: SignedProfile | VerifiedProfile<'MasterProfile'> | string;
+  master?: SignedProfile | VerifiedProfile | string;
   /** The Personal Profile a Device or Application Profile must be connected to. */
-  personal?: SignedProfile | VerifiedProfile<'PersonalProfile'> | string;
+  personal?: SignedProfile | VerifiedProfile | string;
   /** Latest known Sequence for a profile identifier (from the portal or the account); older is superseded. */
   latestSequence?: (identifier: string, type: ProfileTypeName) => number | undefined;
   /** The time to check `Updated` against (default: now); profiles dated more than a day ahead are refused. */
@@ -692,16 +692,18 @@ function verifyDevice(decoded: DecodedProfile<'DeviceProfile'>, context: VerifyC
 
 async function resolveMaster(master: NonNullable<VerifyContext['master']>, context: VerifyContext): Promise<VerifiedProfile<'MasterProfile'>> {
   if (isVerified(master, 'MasterProfile')) return master;
+  if (isVerified(master)) fail(ErrorCode.PROFILE_MISMATCH, `context.master is a verified ${master.type}, not a Master Profile`);
   return verifyMaster(readProfile(master, ProfileType.Master), context);
 }
 
 async function resolvePersonal(personal: NonNullable<VerifyContext['personal']>, context: VerifyContext): Promise<VerifiedProfile<'PersonalProfile'>> {
   if (isVerified(personal, 'PersonalProfile')) return personal;
+  if (isVerified(personal)) fail(ErrorCode.PROFILE_MISMATCH, `context.personal is a verified ${personal.type}, not a Personal Profile`);
   return verifyPersonal(readProfile(personal, ProfileType.Personal), context);
 }
 
-function isVerified<T extends ProfileTypeName>(v: unknown, type: T): v is VerifiedProfile<T> {
-  return typeof v === 'object' && v !== null && (v as VerifiedProfile).type === type && 'signerKeyId' in v && 'signed' in v;
+function isVerified<T extends ProfileTypeName>(v: unknown, type?: T): v is VerifiedProfile<T> {
+  return typeof v === 'object' && v !== null && (type === undefined || (v as VerifiedProfile).type === type) && 'signerKeyId' in v && 'signed' in v;
 }
 
 async function verifyPersonal(decoded: DecodedProfile<'PersonalProfile'>, context: VerifyContext): Promise<VerifiedProfile<'PersonalProfile'>> {

@@ -96,6 +96,15 @@ describe('profiles: compose, sign, verify', () => {
     expect(w.master.signatures[0]!.header).toBeUndefined();
   });
 
+  it('a verified profile of the wrong type given as context is refused, not trusted', async () => {
+    const w = await world();
+    const device = await verifyProfile(w.devices[0]!);
+    await expectProfileError(verifyProfile(w.personal, { master: device }), ErrorCode.PROFILE_MISMATCH, /verified DeviceProfile, not a Master Profile/);
+    await expectProfileError(verifyProfile(w.devices[1]!, { personal: device }), ErrorCode.PROFILE_MISMATCH, /not a Personal Profile/);
+    const personal = await verifyProfile(w.personal);
+    await expect(verifyProfile(w.devices[1]!, { personal })).resolves.toMatchObject({ connected: true });
+  });
+
   it('a Personal Profile verifies against a given Master Profile and refuses a foreign one', async () => {
     const w = await world();
     await expect(verifyProfile(w.personal, { master: w.master })).resolves.toMatchObject({ type: 'PersonalProfile' });
