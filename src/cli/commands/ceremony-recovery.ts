@@ -14,7 +14,7 @@
  * Exit codes: 0 done; 1 failed (verification failure, too few or bad shares, tampered blob, labels
  * already on the token); 2 usage.
  */
-import { readFile } from 'node:fs/promises';
+import { collect, readInput } from '../io.js';
 import type { Command } from 'commander';
 import { ErrorCode, MeshkitError } from '../../core/errors.js';
 import { parsePlan, type CeremonyPlan } from '../../ceremony/plan.js';
@@ -40,18 +40,8 @@ interface RecoverOptions {
   json?: boolean;
 }
 
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
-
 async function loadPlan(path: string): Promise<CeremonyPlan> {
-  let bytes: Uint8Array;
-  try {
-    bytes = new Uint8Array(await readFile(path));
-  } catch (e) {
-    throw new MeshkitError(ErrorCode.IO, `cannot read the plan ${path}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, { cause: e });
-  }
-  return parsePlan(bytes);
+  return parsePlan(await readInput(path, `the plan ${path}`));
 }
 
 /** Adds `verify` and `recover` to the `ceremony` command. */

@@ -18,9 +18,8 @@
  * Exit codes: 0 done; 1 failed or refused (invalid plan, non-empty DIR, interrupted ceremony,
  * token cannot do it); 2 usage (missing secret with --yes, bad option).
  */
-import { readFile } from 'node:fs/promises';
+import { collect, readInput } from '../io.js';
 import type { Command } from 'commander';
-import { ErrorCode, KeyStoreError } from '../../core/errors.js';
 import {
   abortCeremony,
   CEREMONY_FAULT_POINTS,
@@ -52,18 +51,8 @@ interface RunOptions extends CommonOptions {
   operator?: string;
 }
 
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
-
 async function loadPlan(path: string): Promise<CeremonyPlan> {
-  let bytes: Uint8Array;
-  try {
-    bytes = new Uint8Array(await readFile(path));
-  } catch (e) {
-    throw new KeyStoreError(ErrorCode.IO, `cannot read the plan ${path}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, { cause: e });
-  }
-  return parsePlan(bytes);
+  return parsePlan(await readInput(path, `the plan ${path}`));
 }
 
 function tokenSecret(plan: CeremonyPlan, opts: CommonOptions, interactive: boolean): SecretSource {

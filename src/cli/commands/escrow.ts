@@ -13,7 +13,8 @@
  * pin-source, MESHKIT_PIN / MESHKIT_PASSPHRASE, or a prompt; never argv. Exit codes: 0 ok,
  * 1 failed (not a recipient, decryption failed, unreadable file), 2 usage.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
+import { collect, readInput } from '../io.js';
 import type { Command } from 'commander';
 import { b64u, fromUtf8, wipe } from '../../core/bytes.js';
 import { ErrorCode, MeshkitError } from '../../core/errors.js';
@@ -41,19 +42,6 @@ interface OpenOptions extends SecretCliOptions {
   json?: boolean;
 }
 
-async function readInput(file: string): Promise<Uint8Array> {
-  if (file === '-') {
-    const chunks: Buffer[] = [];
-    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-    return new Uint8Array(Buffer.concat(chunks));
-  }
-  try {
-    return new Uint8Array(await readFile(file));
-  } catch (e) {
-    throw new MeshkitError(ErrorCode.IO, `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
-  }
-}
-
 async function writeOutput(file: string, data: Uint8Array | string): Promise<void> {
   try {
     await writeFile(file, data, { mode: 0o600 });
@@ -72,10 +60,6 @@ function asPrivateJwk(data: Uint8Array): PrivateJwk | undefined {
     // not JSON: sealed as bytes
   }
   return undefined;
-}
-
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
 }
 
 /** Registers `meshkit escrow seal|open`. */

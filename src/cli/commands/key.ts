@@ -18,9 +18,8 @@
  * Exit codes: 0 ok, 1 failed (wrong passphrase, missing key, corrupt store, unreadable file), 2 usage.
  */
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readInput } from '../io.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { ErrorCode, MeshkitError } from '../../core/errors.js';
 import { CURVES, type Curve } from '../../core/signer.js';
 import { signJws } from '../../core/jose.js';
 import { formatPkcs11Uri, parsePkcs11Uri, type Pkcs11Uri } from '../../keystore/pkcs11/uri.js';
@@ -131,19 +130,6 @@ async function openTokenKey(t: Pkcs11Target): Promise<{ store: KeyStore; handle:
   // Loaded on demand: only PKCS#11 commands load the native pkcs11js binding.
   const { openPkcs11KeyReference } = await import('../../keystore/pkcs11/store.js');
   return openPkcs11KeyReference(formatPkcs11Uri({ ...rest, modulePath: t.modulePath }), t.pin);
-}
-
-async function readInput(file: string): Promise<Uint8Array> {
-  if (file === '-') {
-    const chunks: Buffer[] = [];
-    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-    return new Uint8Array(Buffer.concat(chunks));
-  }
-  try {
-    return new Uint8Array(await readFile(file));
-  } catch (e) {
-    throw new MeshkitError(ErrorCode.IO, `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
-  }
 }
 
 /** Registers `meshkit key generate|show|sign|list`. */
