@@ -9,6 +9,7 @@ import { registerTokenCommands } from './token.js';
 import { registerCeremonyCommands } from './ceremony.js';
 import { registerEscrowCommands } from './escrow.js';
 import { registerPortalCommands } from './portal.js';
+import { registerAdminCommands } from './admin.js';
 
 export function registerCommands(program: Command): void {
   registerUdfCommands(program);
@@ -20,4 +21,5 @@ export function registerCommands(program: Command): void {
   registerCeremonyCommands(program);
   registerEscrowCommands(program);
   registerPortalCommands(program);
+  registerAdminCommands(program);
 }
