@@ -38,6 +38,12 @@ export interface SecretRequest {
   confirm?: boolean;
   /** Extra context for the prompt, e.g. the store path. */
   subject?: string;
+  /**
+   * A status line shown above an interactive prompt, e.g. what a token reports about the PIN tries
+   * left (`pinStatusText` of src/keystore/pkcs11). A function is called at each prompt, so the line
+   * is current (a failed attempt changes it); when it throws or returns nothing, no line is shown.
+   */
+  status?: string | (() => string | undefined | Promise<string | undefined>);
   env?: NodeJS.ProcessEnv;
   isTTY?: boolean;
   prompt?: (message: string) => Promise<string>;
@@ -88,6 +94,17 @@ function fromEnv(env: NodeJS.ProcessEnv, name: string): Uint8Array {
   return new Uint8Array(Buffer.from(value, 'utf8'));
 }
 
+/** The status line for a prompt; a failing status function shows none (it must not block the prompt). */
+async function statusLine(status: SecretRequest['status']): Promise<string | undefined> {
+  if (status === undefined) return undefined;
+  try {
+    const line = typeof status === 'function' ? await status() : status;
+    return typeof line === 'string' && line.trim() !== '' ? line.trim() : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 async function defaultPrompt(message: string): Promise<string> {
   const { password } = await import('@inquirer/prompts');
   // The prompt goes to stderr so stdout stays clean for --json.
@@ -131,7 +148,9 @@ export function secretSource(opts: SecretCliOptions, request: SecretRequest = {}
     }
     const ask = request.prompt ?? defaultPrompt;
     const subject = request.subject === undefined ? '' : ` for ${request.subject}`;
-    const first = new Uint8Array(Buffer.from(await ask(`${request.confirm === true ? 'New ' : ''}${purpose}${subject}:`), 'utf8'));
+    const status = await statusLine(request.status);
+    const question = `${request.confirm === true ? 'New ' : ''}${purpose}${subject}:`;
+    const first = new Uint8Array(Buffer.from(await ask(status === undefined ? question : `${status}\n${question}`), 'utf8'));
     if (first.length === 0) throw new KeyStoreError(ErrorCode.SECRET_SOURCE, `the ${purpose} is empty`);
     if (request.confirm === true) {
       const second = new Uint8Array(Buffer.from(await ask(`Repeat the ${purpose}:`), 'utf8'));

@@ -8,12 +8,15 @@
  *    custodians): Master and first Personal Profile, escrow blob, share files, signed transcript;
  *    then `ceremony verify`.
  * 3. Recovery of the master keys onto the fresh token from three shares given out of order.
- * 4. Two devices with their own keys and self-signed Device Profiles, connected by a superseding
- *    Personal Profile signed by the administration key on the "smartcard".
- * 5. Verification of the chain, and refusal of a forged, a superseded and an unauthorised profile.
- * 6. A Mesh portal on loopback with SQLite: the account is created, the devices published, fetched
- *    back, verified, and the last publish proven against the portal's signed log head.
- * 7. A linked-hash log of the demo itself, head signed by the administration key.
+ * 4. A Mesh portal on loopback with SQLite; the account directory made from the ceremony's outputs
+ *    and the account created at the portal.
+ * 5. Two devices with their own keys and self-signed Device Profiles: one connected at the bench,
+ *    one through a connection request at the portal (witness compared, accepted on the smartcard).
+ * 6. Verification of the chain, current at the portal, and refusal of a forged, a superseded and an
+ *    unauthorised profile.
+ * 7. One device revoked (stolen) and the chain verified again.
+ * 8. The last publish proven against the portal's signed notary-log head.
+ * 9. A linked-hash log of the demo itself, head signed by the administration key.
  *
  * Everything it makes is kept under the output directory and listed in the summary.
  */
@@ -26,7 +29,6 @@ import { MeshkitError } from '../core/errors.js';
 import { HashLog, signLogHead, verifyLog, verifyLogHead } from '../core/hashlog.js';
 import {
   composeDeviceProfile,
-  connectDevices,
   ProfileType,
   readProfile,
   signProfile,
@@ -39,7 +41,11 @@ import { recoverCeremony } from '../ceremony/recover.js';
 import { runCeremony } from '../ceremony/run.js';
 import { verifyCeremony } from '../ceremony/verify.js';
 import { openKeyReference, openKeyStore } from '../keystore/index.js';
-import { publishDemoAccount } from '../portal/demo.js';
+import { acceptRequest, listPending } from '../admin/requests.js';
+import { initAccount, loadAccount } from '../admin/account.js';
+import { connectDevice, revokeDevice } from '../admin/updates.js';
+import { connectionStatus, requestConnection } from '../device/connect.js';
+import { PortalClient, verifyLogProof } from '../portal/client.js';
 import { startPortalServer } from '../portal/server.js';
 import { openStorage } from '../portal/storage.js';
 import { SoftwareKeyStore } from '../keystore/software.js';
@@ -69,9 +75,11 @@ export interface DemoSummary {
   recovery: { dir: string; sharesUsed: number[]; token: string; keys: string[] };
   master: { identifier: string; signatureKey: string; escrowKey: string; adminKey: string };
   devices: Array<{ name: string; identifier: string; file: string }>;
+  account: string;
   personal: { identifier: string; sequence: number; devices: number; file: string };
+  revoked: { name: string; identifier: string; sequence: number };
   checks: Array<{ check: string; result: string }>;
-  portal: { url: string; db: string; account: string; published: number; fetched: number; logCount: number; proven: boolean };
+  portal: { url: string; db: string; account: string; logCount: number; proven: boolean };
   log: { entries: number; head: string | null };
   steps: DemoStep[];
   files: string[];
@@ -181,135 +189,159 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     step('recovery', `shares ${sharesUsed.join(', ')} → escrow blob → master keys imported onto ${recovery.token}; their UDFs match the Master Profile`, t0,
       { shares: sharesUsed, keys: recoveredIds });
 
-    // 4. Devices, connected by the administration key on the smartcard.
-    t0 = performance.now();
-    const master = await readFile(join(ceremonyDir, 'master.json'), 'utf8');
-    const personal1 = readProfile(await readFile(join(ceremonyDir, 'personal.json'), 'utf8'), ProfileType.Personal);
-    const devices: Array<{ name: string; handle: KeyHandle; signed: SignedProfile; file: string }> = [];
-    const devicePass = utf8(b64u(randomBytes(18)));
-    await mkdir(join(out, 'devices'), { recursive: true, mode: 0o700 });
-    await writeFile(join(out, 'devices', 'passphrase.txt'), fromUtf8(devicePass) + '\n', { mode: 0o600 });
-    for (const d of DEVICES) {
-      const store = await SoftwareKeyStore.open(join(out, 'devices', `${d.name}.keys`), () => new Uint8Array(devicePass), { create: true });
-      stores.push(store);
-      const sig = await store.generate('device-signature', 'Ed25519');
-      const enc = await store.generate('device-encryption', 'X25519');
-      const auth = await store.generate('device-authentication', 'X25519');
-      const profile = composeDeviceProfile({
-        description: d.description,
-        signatureKey: sig.info.publicJwk,
-        encryptionKey: enc.info.publicJwk,
-        authenticationKey: auth.info.publicJwk,
-      });
-      const signed = await signProfile(ProfileType.Device, profile, sig.signer());
-      const file = join(out, 'account', 'devices', `${d.name}.json`);
-      await writeJson(file, signed);
-      devices.push({ name: d.name, handle: sig, signed, file });
-    }
-    const { store: adminStore, handle: admin } = await openKeyReference(backend.adminKey, backend.adminSecret);
-    stores.push(adminStore);
-    const personal = connectDevices(personal1.profile, devices.map((d) => d.signed));
-    const signedPersonal = await signProfile(ProfileType.Personal, personal, admin.signer());
-    const personalFile = join(out, 'account', 'personal.json');
-    await writeJson(personalFile, signedPersonal);
-    step('connect', `${devices.map((d) => `${d.name} ${d.handle.info.keyId}`).join(', ')}: self-signed Device Profiles, connected by Personal Profile Sequence ${personal.Sequence}, signed by the administration key ${admin.info.keyId}`, t0,
-      { devices: devices.map((d) => d.handle.info.keyId), sequence: personal.Sequence });
-
-    // 5. Verify everything from the files written, as a relying party would.
-    t0 = performance.now();
-    const vMaster = await verifyProfile(master);
-    checks.push({ check: 'Master Profile', result: `valid, self-signed by master signature key ${vMaster.signerKeyId}` });
-    const latest = (id: string, type: string): number | undefined =>
-      (id === personal.Identifier && type === ProfileType.Personal ? personal.Sequence : undefined);
-    const vPersonal = (await verifyProfile(signedPersonal, { master, latestSequence: latest })) as VerifiedProfile<'PersonalProfile'>;
-    checks.push({ check: 'Personal Profile', result: `valid, Sequence ${vPersonal.sequence}, signed by administration key ${vPersonal.signerKeyId}, ${vPersonal.devices?.length ?? 0} devices verified` });
-    for (const d of devices) {
-      const v = await verifyProfile(d.signed, { personal: vPersonal });
-      checks.push({ check: `Device ${d.name}`, result: `valid and connected (${v.identifier})` });
-    }
-    const forged = forgeDescription(devices[0]!.signed, 'Hallway thermostat (attacker firmware)');
-    await writeJson(join(out, 'checks', 'forged-device.json'), forged);
-    checks.push({ check: 'forged Device Profile', result: await refusal(verifyProfile(forged)) });
-    checks.push({
-      check: 'superseded Personal Profile (the ceremony\'s Sequence 1)',
-      result: await refusal(verifyProfile(personal1.signed, { latestSequence: latest })),
-    });
-    const rogueStore = await SoftwareKeyStore.open(join(out, 'checks', 'rogue.keys'), () => new Uint8Array(devicePass), { create: true });
-    stores.push(rogueStore);
-    const rogue = await rogueStore.generate('not-an-admin', 'Ed25519');
-    const rogueSigned = await signProfile(ProfileType.Personal, personal, rogue.signer());
-    await writeJson(join(out, 'checks', 'personal-signed-by-rogue-key.json'), rogueSigned);
-    checks.push({ check: 'Personal Profile signed by a key that is not an administration key', result: await refusal(verifyProfile(rogueSigned)) });
-    step('verify', `${checks.length} checks: chain Master → Personal → Devices valid; forged, superseded and unauthorised profiles refused`, t0, { checks });
-
-    // 6. A portal on loopback with SQLite: create the account, publish, fetch back, prove.
+    // 4. A portal on loopback with SQLite, and the account created there from the ceremony's profiles.
     t0 = performance.now();
     const portalDir = join(out, 'portal');
     await mkdir(portalDir, { recursive: true, mode: 0o700 });
+    const devicePass = utf8(b64u(randomBytes(18)));
+    await mkdir(join(out, 'devices'), { recursive: true, mode: 0o700 });
+    await writeFile(join(out, 'devices', 'passphrase.txt'), fromUtf8(devicePass) + '\n', { mode: 0o600 });
     const portalStore = await SoftwareKeyStore.open(join(portalDir, 'portal.keys'), () => new Uint8Array(devicePass), { create: true });
     stores.push(portalStore);
     const portalKey = await portalStore.generate('portal', 'Ed25519');
     const dbFile = join(portalDir, 'portal.db');
     const server = await startPortalServer({ storage: await openStorage(`sqlite:${dbFile}`), portalKey: portalKey.signer(), plainHttp: true, host: '127.0.0.1', port: 0 });
     const portalAccount = 'owner@portal.example';
-    let published;
+    const client = new PortalClient(server.url);
+    const accountDir = join(out, 'account');
+    let summary: Omit<DemoSummary, 'files'>;
     try {
-      published = await publishDemoAccount(server.url, portalAccount, JSON.parse(master) as SignedProfile, signedPersonal, devices.map((d) => d.signed), {
-        portalKey: portalKey.info.publicJwk,
-      });
+      await initAccount(accountDir, ceremonyDir, { Url: server.url, Account: portalAccount });
+      step('portal', `portal on ${server.url} (SQLite ${relative(out, dbFile)}); account ${portalAccount} created from the ceremony's Personal Profile; account directory ${relative(out, accountDir)}/`, t0,
+        { portal: portalKey.info.keyId, account: portalAccount });
+
+      // 5. Two devices: one connected at the bench, one through a connection request at the portal.
+      t0 = performance.now();
+      const devices: Array<{ name: string; handle: KeyHandle; signed: SignedProfile; file: string }> = [];
+      for (const d of DEVICES) {
+        const store = await SoftwareKeyStore.open(join(out, 'devices', `${d.name}.keys`), () => new Uint8Array(devicePass), { create: true });
+        stores.push(store);
+        const sig = await store.generate('device-signature', 'Ed25519');
+        const enc = await store.generate('device-encryption', 'X25519');
+        const auth = await store.generate('device-authentication', 'X25519');
+        const profile = composeDeviceProfile({
+          description: d.description,
+          signatureKey: sig.info.publicJwk,
+          encryptionKey: enc.info.publicJwk,
+          authenticationKey: auth.info.publicJwk,
+        });
+        const signed = await signProfile(ProfileType.Device, profile, sig.signer());
+        const file = join(out, 'devices', `${d.name}.json`);
+        await writeJson(file, signed);
+        devices.push({ name: d.name, handle: sig, signed, file });
+      }
+      const { store: adminStore, handle: admin } = await openKeyReference(backend.adminKey, backend.adminSecret);
+      stores.push(adminStore);
+      const [thermostat, lock] = devices as [typeof devices[number], typeof devices[number]];
+      const atBench = await connectDevice({ dir: accountDir, admin: admin.signer() }, thermostat.signed);
+      step('connect', `${thermostat.name} ${thermostat.handle.info.keyId} connected at the bench: Personal Profile Sequence ${atBench.personal.sequence}, signed on the smartcard by ${admin.info.keyId}, published`, t0,
+        { device: thermostat.handle.info.keyId, sequence: atBench.personal.sequence });
+
+      t0 = performance.now();
+      const ticket = await requestConnection(client, portalAccount, ceremony.master.identifier, lock.signed, lock.handle.signer());
+      const account = await loadAccount(accountDir);
+      const pending = await listPending(account, admin.signer(), client);
+      const seen = pending.find((p) => p.requestUdf === ticket.requestUdf);
+      if (seen === undefined) throw new MeshkitError('ERR_PORTAL_NOT_FOUND', 'the connection request is not pending at the portal');
+      if (seen.witness !== ticket.witness) throw new MeshkitError('ERR_PROFILE_MISMATCH', 'the device and the administrator see different witness values');
+      // The owner compares the witness on both screens and types what the device shows.
+      const decision = await acceptRequest(account, ticket.requestUdf, ticket.shortWitness, admin.signer(), client);
+      const status = await connectionStatus(client, portalAccount, ticket.requestUdf, { masterId: ceremony.master.identifier, device: lock.signed, witness: ticket.witness });
+      if (status.state !== 'Accepted') throw new MeshkitError('ERR_PROFILE_NOT_CONNECTED', `the device sees its request as ${status.state}`);
+      step('request', `${lock.name} ${lock.handle.info.keyId} asked to connect at the portal; both screens showed witness ${ticket.shortWitness}; the owner accepted on the smartcard (decision ${decision.result}); the device sees Accepted and finds itself in the Personal Profile at the portal`, t0,
+        { device: lock.handle.info.keyId, request: ticket.requestUdf, witness: ticket.shortWitness });
+
+      // 6. Verify everything from the files written and the portal, as a relying party would.
+      t0 = performance.now();
+      const master = await readFile(join(accountDir, 'master.json'), 'utf8');
+      const personal1 = readProfile(await readFile(join(ceremonyDir, 'personal.json'), 'utf8'), ProfileType.Personal);
+      const latestAt = async (): Promise<(id: string, type: string) => number | undefined> => {
+        const res = await client.get({ account: portalAccount });
+        const seq = new Map<string, number>();
+        for (const e of res.Entries) {
+          const p = readProfile(e);
+          seq.set(`${p.type}|${p.profile.Identifier}`, p.profile.Sequence);
+        }
+        return (id, type) => seq.get(`${type}|${id}`);
+      };
+      const chain = async (label: string): Promise<VerifiedProfile<'PersonalProfile'>> => {
+        const personalNow = await readFile(join(accountDir, 'personal.json'), 'utf8');
+        const latest = await latestAt();
+        const vMaster = await verifyProfile(master, { latestSequence: latest });
+        const vPersonal = (await verifyProfile(personalNow, { master: vMaster, latestSequence: latest })) as VerifiedProfile<'PersonalProfile'>;
+        checks.push({ check: `${label}: Master → Personal`, result: `valid and current at the portal: Personal Profile Sequence ${vPersonal.sequence}, signed by ${vPersonal.signerKeyId}, ${vPersonal.devices?.length ?? 0} devices verified` });
+        for (const d of devices) {
+          checks.push({ check: `${label}: device ${d.name}`, result: await verifyProfile(d.signed, { personal: vPersonal }).then((v) => `valid and connected (${v.identifier})`, refusalText) });
+        }
+        return vPersonal;
+      };
+      const before = await chain('before revocation');
+      const forged = forgeDescription(thermostat.signed, 'Hallway thermostat (attacker firmware)');
+      await writeJson(join(out, 'checks', 'forged-device.json'), forged);
+      checks.push({ check: 'forged Device Profile', result: await refusal(verifyProfile(forged)) });
+      const latestNow = await latestAt();
+      checks.push({ check: 'superseded Personal Profile (the ceremony\'s Sequence 1)', result: await refusal(verifyProfile(personal1.signed, { latestSequence: latestNow })) });
+      const rogueStore = await SoftwareKeyStore.open(join(out, 'checks', 'rogue.keys'), () => new Uint8Array(devicePass), { create: true });
+      stores.push(rogueStore);
+      const rogue = await rogueStore.generate('not-an-admin', 'Ed25519');
+      const rogueSigned = await signProfile(ProfileType.Personal, before.profile, rogue.signer());
+      await writeJson(join(out, 'checks', 'personal-signed-by-rogue-key.json'), rogueSigned);
+      checks.push({ check: 'Personal Profile signed by a key that is not an administration key', result: await refusal(verifyProfile(rogueSigned)) });
+      step('verify', 'chain Master → Personal → devices valid and current at the portal; forged, superseded and unauthorised profiles refused', t0, { checks: checks.length });
+
+      // 7. The thermostat is stolen: revoke it, then verify the chain again.
+      t0 = performance.now();
+      const revoked = await revokeDevice({ dir: accountDir, admin: admin.signer() }, thermostat.handle.info.keyId, { reason: 'stolen' });
+      const after = await chain('after revocation');
+      checks.push({ check: 'the revoked Personal Profile (before revocation)', result: await refusal(verifyProfile(before.signed, { latestSequence: await latestAt() })) });
+      step('revoke', `${thermostat.name} revoked (stolen): Personal Profile Sequence ${revoked.personal.sequence} without it, published; ${thermostat.name} is no longer connected, ${lock.name} still is; Sequence ${before.sequence} is superseded at the portal`, t0,
+        { device: thermostat.handle.info.keyId, sequence: revoked.personal.sequence });
+
+      // 8. Every publish is in the portal's notary log: prove the last one against a signed head.
+      t0 = performance.now();
+      const head = await client.logHead();
+      const proof = await client.logProof(head.Count - 1);
+      const proven = await verifyLogProof(proof, portalKey.info.publicJwk);
+      step('notary', `portal notary log: ${head.Count} entries; the last (${proven.entry.Type}) proven against the head signed by the portal key ${portalKey.info.keyId}`, t0, { count: head.Count });
+
+      // 9. The log of what was done, head signed by the administration key.
+      t0 = performance.now();
+      step('log', 'linked-hash log of the demo steps; head signed by the administration key', t0);
+      const lines = log.lines();
+      await writeFile(join(out, 'demo-log.jsonl'), lines.join('\n') + '\n');
+      const demoHead = await signLogHead(log.head, admin.signer());
+      await writeJson(join(out, 'demo-log.head.json'), demoHead);
+      const checked = verifyLog(lines);
+      await verifyLogHead(demoHead, lines, (kid) => (kid === admin.info.keyId ? admin.info.publicJwk : undefined));
+      summary = {
+        out,
+        keyStore: backend.kind,
+        keyStoreNote: backend.note,
+        ceremony: {
+          dir: relative(out, ceremonyDir),
+          origin: ceremony.origin,
+          blobId: ceremony.escrow.blobId,
+          shares: ceremony.escrow.shares,
+          threshold: ceremony.escrow.threshold,
+          verified: 'ok',
+        },
+        recovery: { dir: 'recovery', sharesUsed, token: recovery.token, keys: recoveredIds },
+        master: { identifier: ceremony.master.identifier, signatureKey: ceremony.master.signatureKey, escrowKey: ceremony.master.escrowKey, adminKey: admin.info.keyId },
+        devices: devices.map((d) => ({ name: d.name, identifier: d.handle.info.keyId, file: relative(out, d.file) })),
+        account: relative(out, accountDir),
+        personal: { identifier: after.identifier, sequence: after.sequence, devices: after.devices?.length ?? 0, file: join(relative(out, accountDir), 'personal.json') },
+        revoked: { name: thermostat.name, identifier: thermostat.handle.info.keyId, sequence: revoked.personal.sequence },
+        checks,
+        portal: { url: server.url, db: relative(out, dbFile), account: portalAccount, logCount: head.Count, proven: true },
+        log: { entries: checked.count, head: checked.head },
+        steps,
+      };
     } finally {
       await server.close();
+      client.close();
     }
-    if (!published.proven) throw new MeshkitError('ERR_PORTAL_PROTOCOL', 'the portal log proof of the last publish did not check');
-    step('portal', `portal on ${server.url} (SQLite ${relative(out, dbFile)}): account ${portalAccount} created, ${published.published.length} profiles published, ${published.fetched} fetched back and verified; log entry proven against the signed head (${published.logCount} entries)`, t0,
-      { portal: published.portal, published: published.published.length, logCount: published.logCount });
-
-    // 7. The log of what was done, head signed by the administration key.
-    t0 = performance.now();
-    step('log', 'linked-hash log of the demo steps; head signed by the administration key', t0);
-    const lines = log.lines();
-    await writeFile(join(out, 'demo-log.jsonl'), lines.join('\n') + '\n');
-    const head = await signLogHead(log.head, admin.signer());
-    await writeJson(join(out, 'demo-log.head.json'), head);
-    const checked = verifyLog(lines);
-    await verifyLogHead(head, lines, (kid) => (kid === admin.info.keyId ? admin.info.publicJwk : undefined));
-
-    await writeJson(join(out, 'account', 'account.json'), {
-      Account: { Identifier: ceremony.master.identifier, Master: '../ceremony/master.json', Personal: 'personal.json' },
-      Keys: { MasterSignature: `${backend.masterToken}`, Administration: [backend.adminKey] },
-      Devices: devices.map((d) => `devices/${d.name}.json`),
-    });
-
-    return {
-      out,
-      keyStore: backend.kind,
-      keyStoreNote: backend.note,
-      ceremony: {
-        dir: relative(out, ceremonyDir),
-        origin: ceremony.origin,
-        blobId: ceremony.escrow.blobId,
-        shares: ceremony.escrow.shares,
-        threshold: ceremony.escrow.threshold,
-        verified: 'ok',
-      },
-      recovery: { dir: 'recovery', sharesUsed, token: recovery.token, keys: recoveredIds },
-      master: { identifier: ceremony.master.identifier, signatureKey: ceremony.master.signatureKey, escrowKey: ceremony.master.escrowKey, adminKey: admin.info.keyId },
-      devices: devices.map((d) => ({ name: d.name, identifier: d.handle.info.keyId, file: relative(out, d.file) })),
-      personal: { identifier: personal.Identifier, sequence: personal.Sequence, devices: personal.Devices.length, file: relative(out, personalFile) },
-      checks,
-      portal: {
-        url: server.url,
-        db: relative(out, dbFile),
-        account: portalAccount,
-        published: published.published.length,
-        fetched: published.fetched,
-        logCount: published.logCount,
-        proven: published.proven,
-      },
-      log: { entries: checked.count, head: checked.head },
-      steps,
-      files: await listFiles(out),
-    };
+    // Listed after the portal has closed its database (no SQLite -wal/-shm files left).
+    return { ...summary, files: await listFiles(out) };
   } finally {
     for (const s of stores) await s.close();
   }
@@ -400,6 +432,11 @@ function forgeDescription(signed: SignedProfile, description: string): SignedPro
   const payload = JSON.parse(fromUtf8(fromB64u(signed.payload))) as { DeviceProfile: { Description: string } };
   payload.DeviceProfile.Description = description;
   return { ...signed, payload: b64u(utf8(JSON.stringify(payload))) };
+}
+
+function refusalText(e: unknown): string {
+  if (e instanceof MeshkitError) return `refused: ${e.code} — ${e.message}`;
+  throw e;
 }
 
 async function refusal(p: Promise<unknown>): Promise<string> {

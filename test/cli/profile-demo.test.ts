@@ -38,7 +38,9 @@ interface Summary {
   personal: { sequence: number; devices: number; file: string };
   checks: Array<{ check: string; result: string }>;
   log: { entries: number; head: string };
-  portal: { url: string; db: string; account: string; published: number; fetched: number; logCount: number; proven: boolean };
+  portal: { url: string; db: string; account: string; logCount: number; proven: boolean };
+  account: string;
+  revoked: { name: string; identifier: string; sequence: number };
 }
 let summary: Summary;
 let softwareSummary: Summary;
@@ -92,9 +94,9 @@ describe('meshkit demo', () => {
   });
 
   it('published the account to a portal on loopback with SQLite, and its notary log verifies offline', async () => {
-    expect(summary.portal).toMatchObject({ published: 2, proven: true, db: 'portal/portal.db' });
-    expect(summary.portal.fetched).toBeGreaterThanOrEqual(3);
-    expect(summary.portal.logCount).toBe(1 + summary.portal.published);
+    expect(summary.portal).toMatchObject({ proven: true, db: 'portal/portal.db' });
+    // CreateAccount, Personal Sequence 2 (bench), ConnectStart, Personal Sequence 3 (accepted), ConnectComplete, Personal Sequence 4 (revoked)
+    expect(summary.portal.logCount).toBe(6);
     const exported = join(root, 'portal-log.jsonl');
     const ex = await meshkit(['portal', 'log', 'export', '--db', `sqlite:${join(out, summary.portal.db)}`]);
     expect(ex.code, ex.stderr).toBe(0);
@@ -120,19 +122,36 @@ describe('meshkit demo', () => {
     expect(bad.stderr).toMatch(/shares\/2\.txt/u);
   });
 
-  it('its profiles verify independently: Master → Personal (2 devices) → each device connected', async () => {
+  it('its profiles verify independently: Master → Personal → the remaining device connected, the revoked one not', async () => {
     const master = await readFile(join(out, 'ceremony', 'master.json'), 'utf8');
     const personal = await readFile(join(out, summary.personal.file), 'utf8');
     const vm = await verifyProfile(master);
     expect(vm.identifier).toBe(summary.master.identifier);
     const vp = await verifyProfile(personal, { master });
-    expect(vp.sequence).toBe(2);
+    expect(vp.sequence).toBe(4);
+    expect(summary.revoked.sequence).toBe(4);
     expect(vp.signerKeyId).toBe(summary.master.adminKey);
-    expect(vp.devices).toHaveLength(2);
+    expect(vp.devices).toHaveLength(1);
     for (const d of summary.devices) {
-      const v = await verifyProfile(await readFile(join(out, d.file), 'utf8'), { personal });
-      expect(v).toMatchObject({ identifier: d.identifier, connected: true });
+      const signed = await readFile(join(out, d.file), 'utf8');
+      if (d.identifier === summary.revoked.identifier) {
+        await expect(verifyProfile(signed, { personal })).rejects.toMatchObject({ code: 'ERR_PROFILE_NOT_CONNECTED' });
+      } else {
+        await expect(verifyProfile(signed, { personal })).resolves.toMatchObject({ identifier: d.identifier, connected: true });
+      }
     }
+    const history = summary.files.filter((f) => f.startsWith('account/history/PersonalProfile-'));
+    expect(history).toHaveLength(4);
+  });
+
+  it('meshkit profile verify --account reports the revoked device in one line', async () => {
+    const revoked = summary.devices.find((d) => d.identifier === summary.revoked.identifier)!;
+    const r = await meshkit(['profile', 'verify', '--account', join(out, summary.account), join(out, revoked.file)]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/revoked/u);
+    const kept = summary.devices.find((d) => d.identifier !== summary.revoked.identifier)!;
+    const ok = await meshkit(['profile', 'verify', '--account', join(out, summary.account), join(out, kept.file)]);
+    expect(ok.code, ok.stderr).toBe(0);
   });
 
   it('its log verifies and its head is signed by the administration key', async () => {
@@ -146,7 +165,9 @@ describe('meshkit demo', () => {
 
   it('reports the forged, superseded and unauthorised profiles as refused', () => {
     const refused = summary.checks.filter((c) => c.result.startsWith('refused:'));
-    expect(refused.map((c) => c.result.split(' ')[1])).toEqual(['ERR_PROFILE_SIGNATURE', 'ERR_PROFILE_SUPERSEDED', 'ERR_PROFILE_SIGNER_NOT_AUTHORISED']);
+    expect(refused.map((c) => c.result.split(' ')[1])).toEqual([
+      'ERR_PROFILE_SIGNATURE', 'ERR_PROFILE_SUPERSEDED', 'ERR_PROFILE_SIGNER_NOT_AUTHORISED', 'ERR_PROFILE_NOT_CONNECTED', 'ERR_PROFILE_SUPERSEDED',
+    ]);
   });
 
   it('keeps its key stores and PINs private, and no secret in the summary or the logs', async () => {
@@ -172,14 +193,15 @@ describe('meshkit demo', () => {
 
 describe('meshkit profile show|verify', () => {
   it('verify checks the whole chain in one line, using earlier files as context', async () => {
-    const files = ['ceremony/master.json', summary.personal.file, ...summary.devices.map((d) => d.file)].map((f) => join(out, f));
+    const kept = summary.devices.filter((d) => d.identifier !== summary.revoked.identifier);
+    const files = ['ceremony/master.json', summary.personal.file, ...kept.map((d) => d.file)].map((f) => join(out, f));
     const r = await meshkit(['profile', 'verify', ...files, '--json']);
     expect(r.code, r.stderr).toBe(0);
     const report = JSON.parse(r.stdout) as { valid: boolean; results: Array<{ type: string; connected?: boolean; devices?: number }> };
     expect(report.valid).toBe(true);
-    expect(report.results.map((x) => x.type)).toEqual(['MasterProfile', 'PersonalProfile', 'DeviceProfile', 'DeviceProfile']);
-    expect(report.results[1]!.devices).toBe(2);
-    expect(report.results.slice(2).every((x) => x.connected === true)).toBe(true);
+    expect(report.results.map((x) => x.type)).toEqual(['MasterProfile', 'PersonalProfile', 'DeviceProfile']);
+    expect(report.results[1]!.devices).toBe(1);
+    expect(report.results[2]!.connected).toBe(true);
   });
 
   it('verify names the broken rule and exits 1: forged, unauthorised, not connected', async () => {
@@ -210,7 +232,7 @@ describe('meshkit profile show|verify', () => {
     const r = await meshkit(['profile', 'show', join(out, summary.personal.file)]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/PersonalProfile \(NOT verified/);
-    expect(r.stdout).toContain(summary.devices[0]!.identifier);
+    expect(r.stdout).toContain(summary.devices.find((d) => d.identifier !== summary.revoked.identifier)!.identifier);
     const j = await meshkit(['profile', 'show', join(out, 'ceremony', 'master.json'), '--json']);
     expect(JSON.parse(j.stdout)).toMatchObject({ verified: false, type: 'MasterProfile', profile: { Identifier: summary.master.identifier } });
   });

@@ -19,7 +19,7 @@ import type { KeyHandle, KeyStore, KeyUsage, PrivateJwk } from '../../src/keysto
 export interface KeyStoreContractOptions {
   /** Curves the store supports (default all five). */
   curves?: readonly Curve[];
-  /** Whether importPrivate is supported (default true). */
+  /** Whether importPrivate is supported (default true); false: it must be refused with ERR_NOT_SUPPORTED, leaving nothing. */
   supportsImport?: boolean;
   /** Whether P-256 keys can be created with usage 'derive' (default true). */
   supportsP256Derive?: boolean;
@@ -256,6 +256,18 @@ export function runKeyStoreContract(name: string, makeStore: () => Promise<KeySt
         const l = label('mismatch');
         await expect(store.importPrivate(l, { ...b, d: a.d })).rejects.toMatchObject({ code: ErrorCode.KEY_INVALID });
         await expect(store.get(l)).rejects.toMatchObject({ code: ErrorCode.KEYSTORE_NOT_FOUND });
+      });
+    } else {
+      it.each(curves.map((c) => [c]))('importPrivate %s is refused: UnsupportedError, nothing left behind', async (curve) => {
+        const l = label(`import-${curve}`);
+        const err = await store.importPrivate(l, privateJwkOf(nodePair(curve).privateKey)).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(err).toBeInstanceOf(UnsupportedError);
+        expect((err as UnsupportedError).code).toBe(ErrorCode.NOT_SUPPORTED);
+        await expect(store.get(l)).rejects.toMatchObject({ code: ErrorCode.KEYSTORE_NOT_FOUND });
+        expect((await store.list()).some((i) => i.label === l)).toBe(false);
       });
     }
 

@@ -37,18 +37,19 @@ function summaryText(s: DemoSummary): string {
     `    signature   ${s.master.signatureKey} (Ed448)`,
     `    escrow      ${s.master.escrowKey} (X448)`,
     `    admin       ${s.master.adminKey} (Ed25519, on the smartcard)`,
-    `  personal      ${s.personal.file}: Sequence ${s.personal.sequence}, ${s.personal.devices} devices connected`,
-    ...s.devices.map((d) => `    ${d.name.padEnd(11)} ${d.identifier}  ${d.file}`),
+    `  account       ${s.account}/ — Personal Profile Sequence ${s.personal.sequence}, ${s.personal.devices} device(s) connected`,
+    ...s.devices.map((d) => `    ${d.name.padEnd(11)} ${d.identifier}  ${d.file}${d.identifier === s.revoked.identifier ? '  (revoked)' : ''}`),
+    `  revoked       ${s.revoked.name} ${s.revoked.identifier} in Personal Profile Sequence ${s.revoked.sequence}`,
     '  checks',
     ...s.checks.map((c) => `    ${c.check}: ${c.result}`),
-    `  portal        ${s.portal.url} (SQLite ${s.portal.db}), stopped: account ${s.portal.account}, ${s.portal.published} published, ${s.portal.fetched} fetched and verified, notary log ${s.portal.logCount} entries, proof of the last publish ${s.portal.proven ? 'checked' : 'NOT checked'}`,
+    `  portal        ${s.portal.url} (SQLite ${s.portal.db}), stopped: account ${s.portal.account}, notary log ${s.portal.logCount} entries, last entry ${s.portal.proven ? 'proven against the signed head' : 'NOT proven'}`,
     `  log           ${s.log.entries} entries, head ${s.log.head ?? '(empty)'} (demo-log.jsonl, signed head demo-log.head.json)`,
     '  files',
     ...s.files.map((f) => `    ${f}`),
     '',
     'Try:',
     `  meshkit ceremony verify ${s.out}/${s.ceremony.dir}`,
-    `  meshkit profile verify ${s.out}/${s.ceremony.dir}/master.json ${s.out}/${s.personal.file} ${s.devices.map((d) => `${s.out}/${d.file}`).join(' ')}`,
+    `  meshkit profile verify --account ${s.out}/${s.account} ${s.devices.map((d) => `${s.out}/${d.file}`).join(' ')}`,
   ];
   return lines.join('\n');
 }

@@ -6,9 +6,13 @@
  * per curve whether keys can be generated, sign / derive, and under which key type. Quirks are
  * found by trying on temporary session objects (CKA_TOKEN=false, CKA_PRIVATE=false), destroyed at once:
  * whether CKA_EC_POINT comes DER-wrapped or raw, whether the PrintableString curve names are accepted,
- * whether X25519/X448 are made as CKK_EC_EDWARDS (SoftHSM 2.6) and whether EdDSA private keys can be wrapped.
+ * whether X25519/X448 are made as CKK_EC_EDWARDS (SoftHSM 2.6), whether EdDSA private keys can be wrapped,
+ * and whether a private key made on the host is accepted at all (a P-256 session key with
+ * CKA_PRIVATE=true, so this one needs the login; tpm2-pkcs11 and most cards refuse it).
  */
+import { randomBytes } from 'node:crypto';
 import type * as pkcs11js from 'pkcs11js';
+import { wipe } from '../../core/bytes.js';
 import { ecParams } from '../../core/keys.js';
 import type { Curve } from '../../core/signer.js';
 import {
@@ -30,6 +34,12 @@ export interface TokenCapabilities {
     { generate: boolean; sign?: boolean; derive?: boolean; keyType: 'CKK_EC_EDWARDS' | 'CKK_EC_MONTGOMERY' | 'CKK_EC' | null }
   >;
   wrap: { aesKeyWrap: boolean; aesKeyWrapPad: boolean; edPrivateKeys: boolean | 'unknown' };
+  /**
+   * Whether the token accepts a private key made on the host (C_CreateObject of a P-256 session
+   * private key, destroyed at once): false for tokens that only generate keys (tpm2-pkcs11, most
+   * cards); 'unknown' when the probe could not try (no session, or no login where the token needs one).
+   */
+  privateKeyImport: boolean | 'unknown';
   /** e.g. 'ec-point-der-wrapped', 'edwards-curve-as-printable-string-accepted', 'no-CKM_ECDSA_SHA256 (hash on host)', 'x25519-as-CKK_EC_EDWARDS'. */
   quirks: string[];
 }
@@ -133,6 +143,54 @@ function probeEdWrap(lib: pkcs11js.PKCS11, session: Buffer, mechanism: number): 
   }
 }
 
+/** CKRs meaning "this token does not take private keys from outside" (vs. a session / login problem). */
+const IMPORT_REFUSED = [
+  'CKR_ATTRIBUTE_VALUE_INVALID',
+  'CKR_ATTRIBUTE_TYPE_INVALID',
+  'CKR_TEMPLATE_INCONSISTENT',
+  'CKR_KEY_TYPE_INCONSISTENT',
+  'CKR_FUNCTION_NOT_SUPPORTED',
+  'CKR_ACTION_PROHIBITED',
+  'CKR_ATTRIBUTE_READ_ONLY',
+];
+
+/** True when a C_CreateObject failure means the token refuses host-made private keys. */
+export function isImportRefusal(e: unknown): boolean {
+  return IMPORT_REFUSED.some((name) => isCkr(e, name));
+}
+
+function probeImport(lib: pkcs11js.PKCS11, session: Buffer): boolean | 'unknown' {
+  // A random 32-byte scalar is below the P-256 order with overwhelming probability (1 - 2^-32).
+  const value = randomBytes(32);
+  value[0] = (value[0] ?? 0) & 0x7f;
+  let object: Buffer | undefined;
+  try {
+    object = lib.C_CreateObject(session, [
+      { type: pk('CKA_CLASS'), value: pk('CKO_PRIVATE_KEY') },
+      { type: pk('CKA_KEY_TYPE'), value: pk('CKK_EC') },
+      { type: pk('CKA_TOKEN'), value: false },
+      { type: pk('CKA_PRIVATE'), value: true },
+      { type: pk('CKA_SENSITIVE'), value: true },
+      { type: pk('CKA_EXTRACTABLE'), value: false },
+      { type: pk('CKA_SIGN'), value: true },
+      { type: pk('CKA_EC_PARAMS'), value: Buffer.from(ecParams('P-256')) },
+      { type: pk('CKA_VALUE'), value },
+    ]);
+    return true;
+  } catch (e) {
+    return isImportRefusal(e) ? false : 'unknown';
+  } finally {
+    wipe(value);
+    if (object !== undefined) {
+      try {
+        lib.C_DestroyObject(session, object);
+      } catch {
+        // a session object vanishes with the session anyway
+      }
+    }
+  }
+}
+
 /**
  * Probes a token. Opens its own session (closed before returning); logs in with `pin` when given
  * and needed (a wrong PIN only disables the object probes).
@@ -163,6 +221,7 @@ export function probeCapabilities(lib: pkcs11js.PKCS11, slot: Buffer, pin?: Uint
   const wrapPad = has(pk('CKM_AES_KEY_WRAP_PAD'));
   const wrapPlain = has(pk('CKM_AES_KEY_WRAP'));
   let edPrivateKeys: boolean | 'unknown' = 'unknown';
+  let privateKeyImport: boolean | 'unknown' = 'unknown';
   let xAsEdwards = { X25519: false, X448: false };
 
   let session: Buffer | undefined;
@@ -180,6 +239,7 @@ export function probeCapabilities(lib: pkcs11js.PKCS11, slot: Buffer, pin?: Uint
           // already logged in, or a wrong PIN: probes run as far as they can
         }
       }
+      if (has(pk('CKM_EC_KEY_PAIR_GEN')) || has(pk('CKM_ECDSA'))) privateKeyImport = probeImport(lib, session);
       if (edGen) {
         const oid = tryGenerateEdwards(lib, session, ecParams('Ed25519'));
         if (oid.ok && oid.ecPoint !== undefined) {
@@ -228,6 +288,7 @@ export function probeCapabilities(lib: pkcs11js.PKCS11, slot: Buffer, pin?: Uint
       'P-256': { generate: ecGen, sign: has(pk('CKM_ECDSA')), derive: ecdh, keyType: ecGen ? 'CKK_EC' : null },
     },
     wrap: { aesKeyWrap: wrapPlain, aesKeyWrapPad: wrapPad, edPrivateKeys },
+    privateKeyImport,
     quirks,
   };
 }

@@ -64,9 +64,9 @@ import {
   type KeyUsage,
   type PrivateJwk,
 } from '../types.js';
-import { CKK_EC_EDWARDS, CKK_EC_MONTGOMERY, CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EC_MONTGOMERY_KEY_PAIR_GEN, CKM_EDDSA, mechanismName, pk } from './constants.js';
-import { isCkr, toPkcs11Error } from './errors.js';
-import { probeCapabilities, type TokenCapabilities } from './capabilities.js';
+import { CKK_EC_EDWARDS, CKK_EC_MONTGOMERY, CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EC_MONTGOMERY_KEY_PAIR_GEN, CKM_EDDSA, ckrName, mechanismName, pk } from './constants.js';
+import { ckrOf, isCkr, toPkcs11Error } from './errors.js';
+import { isImportRefusal, probeCapabilities, type TokenCapabilities } from './capabilities.js';
 import { Pkcs11Module, readTokenInfo, type SlotInfo, type TokenInfo } from './module.js';
 import { pinSourceFromUri } from './pin.js';
 import { Pkcs11Session, Pkcs11SessionPool, withPin } from './session.js';
@@ -471,7 +471,9 @@ export class Pkcs11KeyStore implements KeyStore {
    * Imports a private key (C_CreateObject) as sensitive and non-extractable (unless asked), with its
    * public key object.
    * @throws KeyError ERR_KEY_INVALID when the JWK is malformed or its public part does not belong to `d`.
-   * @throws KeyStoreError ERR_KEYSTORE_EXISTS; UnsupportedError; Pkcs11Error (nothing is left behind).
+   * @throws KeyStoreError ERR_KEYSTORE_EXISTS; UnsupportedError ERR_NOT_SUPPORTED naming the token and
+   *   C_CreateObject when the token does not import private keys (tpm2-pkcs11, most cards), or lacks
+   *   the mechanism for the key's usage; Pkcs11Error (nothing is left behind).
    */
   async importPrivate(label: string, privateJwk: PrivateJwk, opts: Pkcs11KeyCreateOptions = {}): Promise<KeyHandle> {
     alabel(label);
@@ -506,7 +508,7 @@ export class Pkcs11KeyStore implements KeyStore {
       const keyType = this.#keyTypeFor(curve, opts.keyType);
       this.#requireUsageMechanism(curve, usage);
       const id = keyObjectId(keyId);
-      const priv = this.#create(
+      const priv = this.#createPrivate(
         [
           { type: pk('CKA_CLASS'), value: pk('CKO_PRIVATE_KEY') },
           { type: pk('CKA_KEY_TYPE'), value: keyType },
@@ -517,7 +519,8 @@ export class Pkcs11KeyStore implements KeyStore {
           { type: pk('CKA_VALUE'), value },
           ...this.#privateAttributes(usage, opts),
         ],
-        `importing ${curve} key ${JSON.stringify(label)}`,
+        curve,
+        label,
       );
       let pub: Buffer | undefined;
       try {
@@ -1067,6 +1070,28 @@ export class Pkcs11KeyStore implements KeyStore {
     }
   }
 
+  /**
+   * C_CreateObject of a private key; a token that refuses host-made private keys (tpm2-pkcs11, most
+   * cards: CKR_ATTRIBUTE_VALUE_INVALID, CKR_TEMPLATE_INCONSISTENT …) gives an UnsupportedError
+   * naming the token and C_CreateObject — the key was already checked on the host.
+   */
+  #createPrivate(template: pkcs11js.Template, curve: Curve, label: string): Buffer {
+    const lib = this.#session.lib;
+    try {
+      return lib.C_CreateObject(this.#session.handle, template);
+    } catch (e) {
+      if (isImportRefusal(e)) {
+        throw new UnsupportedError(
+          ErrorCode.NOT_SUPPORTED,
+          `token ${JSON.stringify(this.token.label)} (${this.token.manufacturer} ${this.token.model}) does not import private keys: ` +
+            `C_CreateObject of ${curve} key ${JSON.stringify(label)} failed with ${ckrName(ckrOf(e) ?? 0)}; generate the key on the token instead`,
+          { cause: e },
+        );
+      }
+      throw this.#mapError(e, 'C_CreateObject', `importing ${curve} key ${JSON.stringify(label)}`);
+    }
+  }
+
   #createPublic(publicKey: PublicKey, label: string, id: Buffer, usage: KeyUsage, keyType: number, onToken = true): Buffer {
     return this.#create(
       [
@@ -1267,6 +1292,11 @@ export class Pkcs11KeyStore implements KeyStore {
     return withPin(this.#pin, (pin) => run(pin));
   }
 
+  /** What a failed signature says it was doing (a removed card must name the token and the key). */
+  #signContext(r: KeyRecord): string {
+    return `signing with key ${JSON.stringify(r.label)} on token ${JSON.stringify(this.token.label)}`;
+  }
+
   #sign(r: KeyRecord, data: Uint8Array): Promise<Uint8Array> {
     const curve = r.curve;
     const pool = this.#pool;
@@ -1288,7 +1318,7 @@ export class Pkcs11KeyStore implements KeyStore {
       try {
         lib.C_SignInit(session, { mechanism }, r.priv);
       } catch (e) {
-        throw toPkcs11Error(e, 'C_SignInit');
+        throw toPkcs11Error(e, 'C_SignInit', this.#signContext(r));
       }
       let sig: Buffer;
       try {
@@ -1296,7 +1326,7 @@ export class Pkcs11KeyStore implements KeyStore {
         sig = lib.C_Sign(session, input, Buffer.alloc(outLength));
       } catch (e) {
         terminateSign(lib, session, input, outLength);
-        throw e instanceof MeshkitError ? e : toPkcs11Error(e, 'C_Sign');
+        throw e instanceof MeshkitError ? e : toPkcs11Error(e, 'C_Sign', this.#signContext(r));
       }
       return signatureResult(curve, sig);
     });
@@ -1316,7 +1346,7 @@ export class Pkcs11KeyStore implements KeyStore {
           try {
             lib.C_SignInit(h, { mechanism }, r.priv);
           } catch (e) {
-            throw toPkcs11Error(e, 'C_SignInit');
+            throw toPkcs11Error(e, 'C_SignInit', this.#signContext(r));
           }
           if (pin === undefined) return;
           try {
@@ -1334,7 +1364,7 @@ export class Pkcs11KeyStore implements KeyStore {
         } catch (e) {
           // (the reference to `input` here also keeps it alive while the module reads it)
           terminateSign(lib, h, input, outLength);
-          throw toPkcs11Error(e, 'C_Sign');
+          throw toPkcs11Error(e, 'C_Sign', this.#signContext(r));
         }
         return signatureResult(r.curve, sig);
       });
