@@ -28,6 +28,7 @@ import { acceptRequest, listPending, rejectRequest, type PendingRequest } from '
 import { connectionStatus, requestConnection, type ConnectionStatus } from '../../device/connect.js';
 import { PortalClient } from '../../portal/client.js';
 import { ReportedFailure, UsageError } from '../main.js';
+import { secretRequestFor } from '../pin-status.js';
 import { emit, type OutputOptions } from '../output.js';
 import { addSecretOptions, secretSource, type SecretCliOptions } from '../secrets.js';
 
@@ -45,9 +46,8 @@ interface AdminOptions extends SecretCliOptions, OutputOptions {
  */
 export async function openSigningKey(uri: string, opts: SecretCliOptions, what: string): Promise<{ store: KeyStore; signer: Signer }> {
   const ref = parseKeyReference(uri);
-  const purpose = ref.kind === 'pkcs11' ? 'PIN' : 'passphrase';
   const subject = ref.kind === 'pkcs11' ? `${what} (${uri.split('?')[0] ?? uri})` : `${what} (key store ${ref.path})`;
-  const { store, handle } = await openKeyReference(uri, secretSource(opts, { purpose, subject }), { deferUnlock: true });
+  const { store, handle } = await openKeyReference(uri, secretSource(opts, secretRequestFor(uri, subject)), { deferUnlock: true });
   return { store, signer: handle.signer() };
 }
 

@@ -37,6 +37,7 @@ import {
   type RevokeReason,
   type UpdateSummary,
 } from '../../admin/updates.js';
+import { secretRequestFor } from '../pin-status.js';
 import { emit, note } from '../output.js';
 import { ReportedFailure, UsageError } from '../main.js';
 import { addSecretOptions, secretSource, type SecretCliOptions } from '../secrets.js';
@@ -75,7 +76,7 @@ class Keys {
       throw new UsageError(`${what}: ${(e as Error).message}`);
     }
     const pkcs11 = ref.kind === 'pkcs11';
-    const source = secretSource(opts, pkcs11 ? { purpose: 'PIN', subject: what } : { subject: what });
+    const source = secretSource(opts, secretRequestFor(uri, what, pkcs11 && !uri.includes('module-path=') ? resolveModulePath(this.module) : undefined));
     try {
       const { store, handle } = await openKeyReference(uri, source, {
         deferUnlock: true,

@@ -39,6 +39,7 @@ import {
   type KeyStore,
   type KeyUsage,
 } from '../../keystore/index.js';
+import { secretRequestFor } from '../pin-status.js';
 import { emit, note } from '../output.js';
 import { UsageError } from '../main.js';
 import { addSecretOptions, secretSource, type SecretCliOptions } from '../secrets.js';
@@ -106,7 +107,7 @@ function pkcs11Target(raw: string, opts: SecretCliOptions & { module?: string })
   const optionGiven = [opts.passphraseFile, opts.pinFile, opts.passphraseEnv, opts.pinEnv].some((v) => v !== undefined);
   const subject = `token ${uri.token ?? uri.serial ?? String(uri.slotId)}`;
   const fromUri = optionGiven ? undefined : pinSourceFromUri(uri);
-  const pin = fromUri ?? secretSource(opts, { purpose: 'PIN', subject });
+  const pin = fromUri ?? secretSource(opts, { ...secretRequestFor(raw, subject, modulePath), purpose: 'PIN' });
   return { uri, modulePath, pin };
 }
 
