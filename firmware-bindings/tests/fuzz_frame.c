@@ -1,0 +1,323 @@
+/*
+ * fuzz_frame.c - bounded deterministic fuzz run of the frame, COBS and HID parsers (fixed-seed xorshift64):
+ * random inputs and mutations of the shared vectors (frames, COBS, HID reports). Asserts (under ASan + UBSan in
+ * `make test`) no crash, no out-of-bounds access, that every message the decoders accept re-encodes and decodes
+ * to the same message, and that accepted COBS input decodes -> encodes -> decodes to the same bytes.
+ * Usage: fuzz_frame VECTOR_DIR [ITERATIONS]
+ */
+#include "mk_frame.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures, checks;
+#define CHECK(cond, ...)                                                                                     \
+    do {                                                                                                     \
+        checks++;                                                                                            \
+        if (!(cond)) {                                                                                       \
+            failures++;                                                                                      \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                                  \
+            fprintf(stderr, __VA_ARGS__);                                                                    \
+            fputc('\n', stderr);                                                                             \
+        }                                                                                                    \
+    } while (0)
+
+/* ---------------------------------------------------------------- vector files */
+
+#define LINE_MAX_BYTES 65536
+static char line[LINE_MAX_BYTES];
+static uint8_t va[LINE_MAX_BYTES / 2], vb[LINE_MAX_BYTES / 2];
+static size_t va_len, vb_len;
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+static int parse_hex(const char *s, size_t n, uint8_t *out, size_t *out_len)
+{
+    size_t i;
+    if (n % 2 != 0) return -1;
+    for (i = 0; i < n / 2; i++) {
+        int h = hexval(s[2 * i]), l = hexval(s[2 * i + 1]);
+        if (h < 0 || l < 0) return -1;
+        out[i] = (uint8_t)(h << 4 | l);
+    }
+    *out_len = n / 2;
+    return 0;
+}
+
+static const struct { const char *name; int code; } error_names[] = {
+    {"BAD_CRC", MK_ERR_BAD_CRC}, {"BAD_VERSION", MK_ERR_BAD_VERSION}, {"BAD_LENGTH", MK_ERR_BAD_LENGTH},
+    {"FRAGMENT_ORDER", MK_ERR_FRAGMENT_ORDER}, {"TOO_LARGE", MK_ERR_TOO_LARGE}, {"BAD_CHANNEL", MK_ERR_BAD_CHANNEL},
+    {"CBOR_INVALID", MK_ERR_CBOR_INVALID}, {"CBOR_NONCANONICAL", MK_ERR_CBOR_NONCANONICAL},
+};
+
+/* One case: kind 0 = "a", 1 = "a = b", 2 = "a ! ERROR" (err = the negated code). */
+typedef void (*case_fn)(const char *name, int kind, int err);
+
+static int run_file(const char *dir, const char *file, case_fn fn)
+{
+    char path[1024];
+    FILE *f;
+    int n = 0;
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    f = fopen(path, "r");
+    if (f == NULL) {
+        fprintf(stderr, "FAIL cannot open %s\n", path);
+        failures++;
+        return 0;
+    }
+    while (fgets(line, sizeof line, f) != NULL) {
+        char *colon, *rest, *eq, *bang, *end;
+        int kind = 0, err = 0;
+        size_t len = strlen(line);
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' ')) line[--len] = 0;
+        if (len == 0 || line[0] == '#') continue;
+        colon = strchr(line, ':');
+        if (colon == NULL) {
+            fprintf(stderr, "FAIL %s: bad line %.40s\n", file, line);
+            failures++;
+            continue;
+        }
+        *colon = 0;
+        rest = colon + 1;
+        while (*rest == ' ') rest++;
+        eq = strstr(rest, " = ");
+        bang = strstr(rest, " ! ");
+        end = rest + strlen(rest);
+        vb_len = 0;
+        if (bang != NULL) {
+            size_t k;
+            kind = 2;
+            err = 1;
+            for (k = 0; k < sizeof error_names / sizeof error_names[0]; k++) {
+                if (strcmp(bang + 3, error_names[k].name) == 0) err = -error_names[k].code;
+            }
+            CHECK(err < 0, "%s/%s: unknown error name %s", file, line, bang + 3);
+            end = bang;
+        } else if (eq != NULL) {
+            kind = 1;
+            if (parse_hex(eq + 3, strlen(eq + 3), vb, &vb_len) != 0) {
+                CHECK(0, "%s/%s: bad hex after =", file, line);
+                continue;
+            }
+            end = eq;
+        }
+        if (parse_hex(rest, (size_t)(end - rest), va, &va_len) != 0) {
+            CHECK(0, "%s/%s: bad hex", file, line);
+            continue;
+        }
+        fn(line, kind, err);
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+
+
+/* ---------------------------------------------------------------- corpus and generator */
+
+#define MAX_SEEDS 256
+#define MAX_INPUT 9000
+static uint8_t seeds[MAX_SEEDS][MAX_INPUT];
+static size_t seed_len[MAX_SEEDS];
+static int nseeds;
+
+static void add_seed(const char *name, int kind, int err)
+{
+    (void)name; (void)err;
+    if (nseeds < MAX_SEEDS && va_len <= MAX_INPUT) {
+        memcpy(seeds[nseeds], va, va_len);
+        seed_len[nseeds++] = va_len;
+    }
+    if (kind == 1 && nseeds < MAX_SEEDS && vb_len <= MAX_INPUT) {
+        memcpy(seeds[nseeds], vb, vb_len);
+        seed_len[nseeds++] = vb_len;
+    }
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static uint64_t rnd(void)
+{
+    uint64_t x = rng_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return rng_state = x;
+}
+
+#define FAIL_HARD(...)                                                                                       \
+    do {                                                                                                     \
+        fprintf(stderr, "FUZZ FAIL %s:%d iteration %ld: ", __FILE__, __LINE__, iteration);                \
+        fprintf(stderr, __VA_ARGS__);                                                                        \
+        fputc('\n', stderr);                                                                                 \
+        exit(1);                                                                                             \
+    } while (0)
+
+static long iteration;
+
+/* Make a test input in buf (capacity MAX_INPUT): random bytes, or a seed with 1-4 mutations
+ * (bit flips, byte overwrites with interesting values, truncation, insertion, deletion). Returns the length. */
+static size_t make_input(uint8_t *buf)
+{
+    size_t len, k, muts;
+    static const uint8_t interesting[] = {0x00, 0x01, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1f, 0x5f, 0x7f, 0x80,
+                                          0x9f, 0xa0, 0xbf, 0xc0, 0xf4, 0xf5, 0xf6, 0xf7, 0xfe, 0xff};
+    if (nseeds == 0 || rnd() % 8 == 0) {
+        len = (size_t)(rnd() % 700);
+        for (k = 0; k < len; k++) buf[k] = (uint8_t)rnd();
+        return len;
+    }
+    k = (size_t)(rnd() % (uint64_t)nseeds);
+    len = seed_len[k];
+    memcpy(buf, seeds[k], len);
+    muts = 1 + (size_t)(rnd() % 4);
+    while (muts-- > 0) {
+        size_t pos = len > 0 ? (size_t)(rnd() % len) : 0;
+        switch (rnd() % 6) {
+        case 0: if (len > 0) buf[pos] ^= (uint8_t)(1u << (rnd() % 8)); break;
+        case 1: if (len > 0) buf[pos] = interesting[rnd() % sizeof interesting]; break;
+        case 2: if (len > 0) len = (size_t)(rnd() % len); break;
+        case 3:
+            if (len < MAX_INPUT) {
+                memmove(buf + pos + 1, buf + pos, len - pos);
+                buf[pos] = (uint8_t)rnd();
+                len++;
+            }
+            break;
+        case 4:
+            if (len > 0) {
+                memmove(buf + pos, buf + pos + 1, len - pos - 1);
+                len--;
+            }
+            break;
+        default: if (len > 0) buf[pos] = (uint8_t)rnd(); break;
+        }
+    }
+    return len;
+}
+
+static uint8_t wire2[MK_MESSAGE_WIRE_MAX(MK_MAX_MESSAGE) + MK_HID_REPORT_COUNT(MK_MAX_MESSAGE) * MK_HID_REPORT_SIZE];
+static uint8_t copy[MK_MAX_MESSAGE];
+
+/* A message the serial decoder accepted: encode it again and decode that: the same message must come back. */
+static void serial_roundtrip(uint8_t type, uint8_t seq, const uint8_t *msg, size_t len)
+{
+    mk_frame_decoder d;
+    static uint8_t buf2[MK_MAX_MESSAGE];
+    size_t n = 0, used = 0;
+    int rc;
+    memcpy(copy, msg, len);
+    if (mk_message_encode(type, seq, copy, len, wire2, sizeof wire2, &n) != 0) FAIL_HARD("re-encode");
+    mk_frame_decoder_init(&d, buf2, sizeof buf2);
+    rc = mk_frame_decoder_push(&d, wire2, n, &used);
+    if (rc != MK_FRAME_MESSAGE_READY || used != n || d.msg_len != len || d.type != type || d.seq != seq ||
+        memcmp(buf2, copy, len) != 0)
+        FAIL_HARD("serial round trip rc=%d", rc);
+}
+
+static void hid_roundtrip(uint32_t cid, uint8_t type, const uint8_t *msg, size_t len)
+{
+    mk_hid_reassembler r;
+    static uint8_t buf2[MK_MAX_MESSAGE];
+    size_t n = 0, i;
+    int rc = 0;
+    memcpy(copy, msg, len);
+    if (mk_hid_encode(cid, type, copy, len, wire2, sizeof wire2, &n) != 0) FAIL_HARD("hid re-encode");
+    mk_hid_reassembler_init(&r, buf2, sizeof buf2, cid);
+    for (i = 0; i < n; i += MK_HID_REPORT_SIZE) rc = mk_hid_reassembler_push(&r, wire2 + i, MK_HID_REPORT_SIZE);
+    if (rc != MK_FRAME_MESSAGE_READY || r.msg_len != len || r.type != type || memcmp(buf2, copy, len) != 0)
+        FAIL_HARD("hid round trip");
+}
+
+int main(int argc, char **argv)
+{
+    const char *dir = argc > 1 ? argv[1] : "vectors";
+    long iterations = argc > 2 ? atol(argv[2]) : 200000;
+    static uint8_t buf[MAX_INPUT], dec[MAX_INPUT], enc[MAX_INPUT + MAX_INPUT / 254 + 2], dec2[MAX_INPUT];
+    static uint8_t reasm[MK_MAX_MESSAGE];
+    long messages = 0, cobs_ok = 0, hid_messages = 0;
+    run_file(dir, "frames.hex", add_seed);
+    run_file(dir, "cobs.hex", add_seed);
+    run_file(dir, "hid.hex", add_seed);
+    if (failures != 0 || nseeds < 40) {
+        fprintf(stderr, "FUZZ FAIL: could not load the seed vectors from %s (%d seeds)\n", dir, nseeds);
+        return 1;
+    }
+    for (iteration = 0; iteration < iterations; iteration++) {
+        size_t len = make_input(buf), pos, n = 0, m = 0;
+        uint8_t *in = (uint8_t *)malloc(len > 0 ? len : 1);
+        mk_frame_decoder d;
+        mk_hid_reassembler h;
+        /* a small reassembly buffer now and then, to exercise TOO_LARGE against the caller's capacity */
+        size_t cap = rnd() % 4 == 0 ? (size_t)(rnd() % MK_MAX_MESSAGE) : MK_MAX_MESSAGE;
+        uint8_t *rbuf = (uint8_t *)malloc(cap > 0 ? cap : 1);
+        if (in == NULL || rbuf == NULL) FAIL_HARD("malloc");
+        memcpy(in, buf, len);
+
+        /* serial stream decoder */
+        mk_frame_decoder_init(&d, rbuf, cap);
+        pos = 0;
+        while (pos < len) {
+            size_t used = 0;
+            int rc = mk_frame_decoder_push(&d, in + pos, len - pos, &used);
+            if (used == 0 || used > len - pos) FAIL_HARD("consumed %zu", used);
+            pos += used;
+            if (rc == MK_FRAME_MESSAGE_READY) {
+                messages++;
+                if (d.msg_len > cap || d.msg_len > MK_MAX_MESSAGE) FAIL_HARD("message too long");
+                serial_roundtrip(d.type, d.seq, rbuf, d.msg_len);
+            } else if (rc != 0 && (rc > 0 || rc < -MK_ERR_BAD_CHANNEL)) {
+                FAIL_HARD("unexpected rc %d", rc);
+            }
+        }
+
+        /* COBS block decoder */
+        if (mk_cobs_decode(in, len, dec, sizeof dec, &n) == 0) {
+            cobs_ok++;
+            if (mk_cobs_encode(dec, n, enc, sizeof enc, &m) != 0 || m > len) FAIL_HARD("cobs re-encode");
+            if (mk_cobs_decode(enc, m, dec2, sizeof dec2, &m) != 0 || m != n || memcmp(dec, dec2, n) != 0)
+                FAIL_HARD("cobs round trip");
+        }
+
+        /* HID reassembler on consecutive 64-byte chunks (the last may be short) */
+        if (len >= 4) {
+            uint32_t cid = (uint32_t)in[0] << 24 | (uint32_t)in[1] << 16 | (uint32_t)in[2] << 8 | in[3];
+            mk_hid_reassembler_init(&h, reasm, rnd() % 4 == 0 ? (size_t)(rnd() % sizeof reasm) : sizeof reasm, cid);
+            for (pos = 0; pos < len; pos += MK_HID_REPORT_SIZE) {
+                size_t chunk = len - pos < MK_HID_REPORT_SIZE ? len - pos : MK_HID_REPORT_SIZE;
+                uint8_t *rep = (uint8_t *)malloc(chunk);
+                int rc;
+                if (rep == NULL) FAIL_HARD("malloc");
+                memcpy(rep, in + pos, chunk);
+                rc = mk_hid_reassembler_push(&h, rep, chunk);
+                free(rep);
+                if (rc == MK_FRAME_MESSAGE_READY) {
+                    hid_messages++;
+                    if (h.msg_len > h.cap) FAIL_HARD("hid message too long");
+                    hid_roundtrip(cid, h.type, reasm, h.msg_len);
+                }
+            }
+        }
+
+        /* random messages always round-trip */
+        if (iteration % 16 == 0) {
+            size_t k, mlen = (size_t)(rnd() % (MK_MAX_MESSAGE + 1));
+            for (k = 0; k < mlen; k++) copy[k] = (uint8_t)(rnd() % 3 == 0 ? 0 : rnd());
+            memcpy(dec, copy, mlen);
+            serial_roundtrip((uint8_t)rnd(), (uint8_t)rnd(), dec, mlen);
+            hid_roundtrip((uint32_t)rnd(), (uint8_t)(rnd() & 0x7F), dec, mlen);
+        }
+        free(rbuf);
+        free(in);
+    }
+    printf("fuzz_frame: %ld iterations, %d seeds, %ld serial messages, %ld COBS accepted, %ld HID messages, "
+           "0 failures\n", iterations, nseeds, messages, cobs_ok, hid_messages);
+    return 0;
+}

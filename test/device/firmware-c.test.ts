@@ -1,0 +1,46 @@
+/**
+ * Runs the C side of the device protocol (firmware-bindings/: framing, CBOR subset) as part of the project's
+ * test run: `make -C firmware-bindings test` builds the C unit tests and fuzzers under AddressSanitizer and
+ * UBSan, runs them against the shared vectors (firmware-bindings/vectors/*.hex) and compiles every header as C++.
+ * Skipped, with the reason printed, only where `make` or `gcc` is not installed.
+ */
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
+
+function missingTool(): string | undefined {
+  for (const tool of ['make', 'gcc', 'g++']) {
+    const probe = spawnSync(tool, ['--version'], { encoding: 'utf8' });
+    if (probe.error !== undefined || probe.status !== 0) return tool;
+  }
+  return undefined;
+}
+
+const missing = missingTool();
+if (missing !== undefined) {
+  console.log(`firmware-c.test.ts: skipped: '${missing}' is not installed (apt-get install build-essential)`);
+}
+
+describe('firmware-bindings C tests', () => {
+  it.skipIf(missing !== undefined)(
+    'make -C firmware-bindings test passes (ASan + UBSan unit tests, shared vectors, fuzz runs, C++ headers)',
+    () => {
+      const result = spawnSync('make', ['-C', 'firmware-bindings', 'test'], {
+        cwd: repoRoot,
+        encoding: 'utf8',
+        timeout: 600_000,
+        maxBuffer: 64 * 1024 * 1024,
+      });
+      const output = `exit=${String(result.status)} signal=${String(result.signal)} error=${String(result.error)}\n` +
+        `--- stdout ---\n${result.stdout}\n--- stderr ---\n${result.stderr}`;
+      expect(result.error, output).toBeUndefined();
+      expect(result.status, output).toBe(0);
+      expect(result.stdout, output).toContain('firmware-bindings: all C tests passed');
+      expect(result.stdout, output).toMatch(/test_frame: \d+ vector cases, \d+ checks, 0 failures/);
+      expect(result.stdout, output).toMatch(/test_cbor: \d+ vector cases, \d+ checks, 0 failures/);
+    },
+    620_000,
+  );
+});
