@@ -39,6 +39,14 @@ export default tseslint.config(
   },
   { files: ['bin/**/*.js'], languageOptions: { globals: { process: 'readonly' } } },
   { files: ['src/keystore/pkcs11/**/*.ts'], rules: { 'no-restricted-imports': 'off' } },
-  { files: ['src/device/transport/serial.ts', 'src/device/transport/hid.ts'], rules: { 'no-restricted-imports': 'off' } },
+  // Each device transport may import its own native module and no other.
+  {
+    files: ['src/device/transport/serial.ts'],
+    rules: { 'no-restricted-imports': ['error', { paths: nativeOnlyInAdapters.paths.filter((p) => p.name !== 'serialport') }] },
+  },
+  {
+    files: ['src/device/transport/hid.ts'],
+    rules: { 'no-restricted-imports': ['error', { paths: nativeOnlyInAdapters.paths.filter((p) => p.name !== 'node-hid') }] },
+  },
   { files: ['src/portal/storage-sqlite.ts', 'src/portal/storage-postgres.ts'], rules: { 'no-restricted-imports': 'off' } },
 );
