@@ -2,9 +2,10 @@
  * Runs the C side of the device protocol (firmware-bindings/: framing, CBOR subset) as part of the project's
  * test run: `make -C firmware-bindings test` builds the C unit tests and fuzzers under AddressSanitizer and
  * UBSan, runs them against the shared vectors (firmware-bindings/vectors/*.hex) and compiles every header as C++.
- * Skipped, with the reason printed, only where `make` or `gcc` is not installed.
+ * Skipped, with the reason printed, only where `make`, `gcc` or libsodium-dev is not installed.
  */
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
@@ -15,12 +16,14 @@ function missingTool(): string | undefined {
     const probe = spawnSync(tool, ['--version'], { encoding: 'utf8' });
     if (probe.error !== undefined || probe.status !== 0) return tool;
   }
+  // the device tests link the host platform against libsodium
+  if (!existsSync('/usr/include/sodium.h')) return 'libsodium-dev';
   return undefined;
 }
 
 const missing = missingTool();
 if (missing !== undefined) {
-  console.log(`firmware-c.test.ts: skipped: '${missing}' is not installed (apt-get install build-essential)`);
+  console.log(`firmware-c.test.ts: skipped: '${missing}' is not installed (apt-get install build-essential libsodium-dev)`);
 }
 
 describe('firmware-bindings C tests', () => {

@@ -1,0 +1,267 @@
+/*
+ * mk_emulator.c - the meshkit device emulator: the firmware's C sources (mk_frame, mk_cbor, mk_device) on the host
+ * platform layer (platform/host.c: libsodium, a file-backed state blob), speaking the serial protocol on a tty.
+ *
+ *   mk-emulator --tty PATH --state FILE [--model NAME] [--serial S] [--firmware V] [--baud N]
+ *               [--provisioner-key HEX64]
+ *
+ * Opens PATH raw (cfmakeraw), feeds the bytes read to the streaming frame decoder, hands each complete message to
+ * mk_device_handle and writes the encoded reply frames. --baud N throttles writes to N/10 bytes per second (a
+ * real UART's rate with 8N1 framing). Logs to stderr ("mk-emulator: ready" once listening). Exits 0 on SIGTERM or
+ * SIGINT, 2 on bad arguments, 1 when the tty or the state file cannot be used.
+ */
+#define _DEFAULT_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mk_device.h"
+#include "mk_frame.h"
+#include "mk_platform_host.h"
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: mk-emulator --tty PATH --state FILE [--model NAME] [--serial S] [--firmware V] "
+                    "[--baud N] [--provisioner-key HEX64]\n");
+}
+
+static int parse_hex32(const char *s, uint8_t out[32])
+{
+    size_t i;
+    if (strlen(s) != 64) return -1;
+    for (i = 0; i < 32; i++) {
+        unsigned v;
+        if (sscanf(s + 2 * i, "%2x", &v) != 1) return -1;
+        out[i] = (uint8_t)v;
+    }
+    return 0;
+}
+
+static speed_t baud_constant(long baud)
+{
+    switch (baud) {
+    case 9600: return B9600;
+    case 19200: return B19200;
+    case 38400: return B38400;
+    case 57600: return B57600;
+    case 115200: return B115200;
+    case 230400: return B230400;
+    case 460800: return B460800;
+    case 921600: return B921600;
+    default: return B0;
+    }
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_s(double s)
+{
+    struct timespec ts;
+    if (s <= 0) return;
+    ts.tv_sec = (time_t)s;
+    ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR && !stop_requested) {
+    }
+}
+
+/* Write all bytes; with bytes_per_s > 0, at most that rate (16-byte chunks on a schedule). */
+static int write_reply(int fd, const uint8_t *buf, size_t len, double bytes_per_s)
+{
+    double start = now_s();
+    size_t sent = 0;
+    while (sent < len && !stop_requested) {
+        size_t chunk = len - sent;
+        ssize_t n;
+        if (bytes_per_s > 0) {
+            if (chunk > 16) chunk = 16;
+            sleep_s(start + (double)sent / bytes_per_s - now_s());
+        }
+        n = write(fd, buf + sent, chunk);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
+            if (errno == EAGAIN) sleep_s(0.001);
+            continue;
+        }
+        if (n < 0) return -1;
+        sent += (size_t)n;
+    }
+    if (bytes_per_s > 0 && !stop_requested) sleep_s(start + (double)len / bytes_per_s - now_s());
+    return 0;
+}
+
+static const char *type_name(uint8_t t)
+{
+    static const char *names[] = {"?",      "HELLO",   "INFO",  "BENCH_AUTH", "BENCH_AUTH_OK", "KEYGEN", "PUBKEYS",
+                                  "COGEN",  "PROOF",   "INSTALL", "ACK",      "COMMIT",        "RECEIPT"};
+    if (t == MK_MSG_ERROR) return "ERROR";
+    return t < sizeof names / sizeof names[0] ? names[t] : "?";
+}
+
+int main(int argc, char **argv)
+{
+    const char *tty = NULL, *state = NULL, *model = "meshkit-emulator", *serial = "EMU-0001", *firmware = "0.1.0";
+    long baud = 0;
+    uint8_t pkey[32];
+    int have_pkey = 0, fd, i;
+    struct termios tio;
+    struct sigaction sa;
+    mk_host_platform host;
+    mk_platform platform;
+    mk_device_identity identity;
+    static mk_device dev;
+    static uint8_t rx[MK_MAX_MESSAGE], reply[MK_DEVICE_REPLY_MAX], wire[MK_MESSAGE_WIRE_MAX(MK_DEVICE_REPLY_MAX)];
+    mk_frame_decoder dec;
+    double bytes_per_s;
+    int rc;
+
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (v == NULL) {
+            usage();
+            return 2;
+        }
+        if (strcmp(a, "--tty") == 0) tty = v;
+        else if (strcmp(a, "--state") == 0) state = v;
+        else if (strcmp(a, "--model") == 0) model = v;
+        else if (strcmp(a, "--serial") == 0) serial = v;
+        else if (strcmp(a, "--firmware") == 0) firmware = v;
+        else if (strcmp(a, "--baud") == 0) {
+            char *end;
+            baud = strtol(v, &end, 10);
+            if (*end != '\0' || baud < 10 || baud > 10000000) {
+                fprintf(stderr, "mk-emulator: --baud: expected 10..10000000, got %s\n", v);
+                return 2;
+            }
+        } else if (strcmp(a, "--provisioner-key") == 0) {
+            if (parse_hex32(v, pkey) != 0) {
+                fprintf(stderr, "mk-emulator: --provisioner-key: expected 64 hex digits\n");
+                return 2;
+            }
+            have_pkey = 1;
+        } else {
+            usage();
+            return 2;
+        }
+        i++;
+    }
+    if (tty == NULL || state == NULL) {
+        usage();
+        return 2;
+    }
+
+    if (mk_host_platform_init(&platform, &host, state, have_pkey ? pkey : NULL) != 0) {
+        fprintf(stderr, "mk-emulator: cannot initialise the host platform (libsodium, state path)\n");
+        return 1;
+    }
+    identity.model = model;
+    identity.serial = serial;
+    identity.firmware = firmware;
+    identity.transports = MK_CAP_SERIAL;
+    rc = mk_device_init(&dev, &platform, &identity);
+    if (rc != 0) {
+        fprintf(stderr, "mk-emulator: device init failed (status %d)%s\n", -rc,
+                rc == -MK_ERR_FLASH ? ": state file unreadable or corrupt" : ": bad identity");
+        return 1;
+    }
+
+    fd = open(tty, O_RDWR | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        fprintf(stderr, "mk-emulator: cannot open %s: %s\n", tty, strerror(errno));
+        return 1;
+    }
+    if (tcgetattr(fd, &tio) == 0) {
+        cfmakeraw(&tio);
+        tio.c_cc[VMIN] = 1;
+        tio.c_cc[VTIME] = 0;
+        if (baud != 0 && baud_constant(baud) != B0) cfsetspeed(&tio, baud_constant(baud));
+        if (tcsetattr(fd, TCSANOW, &tio) != 0)
+            fprintf(stderr, "mk-emulator: warning: tcsetattr %s: %s\n", tty, strerror(errno));
+    } else {
+        fprintf(stderr, "mk-emulator: warning: %s is not a tty (%s); using it as a byte stream\n", tty,
+                strerror(errno));
+    }
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    mk_frame_decoder_init(&dec, rx, sizeof rx);
+    bytes_per_s = baud > 0 ? (double)baud / 10.0 : 0;
+    fprintf(stderr, "mk-emulator: ready on %s (model %s, serial %s, state %u%s)\n", tty, model, serial,
+            (unsigned)mk_device_state(&dev), baud > 0 ? ", throttled" : "");
+
+    while (!stop_requested) {
+        struct pollfd pfd;
+        uint8_t in[512];
+        ssize_t n;
+        size_t off = 0;
+        pfd.fd = fd;
+        pfd.events = POLLIN;
+        pfd.revents = 0;
+        if (poll(&pfd, 1, 200) <= 0) continue;
+        if ((pfd.revents & POLLIN) == 0) {
+            sleep_s(0.05); /* POLLHUP: nobody on the other end yet */
+            continue;
+        }
+        n = read(fd, in, sizeof in);
+        if (n <= 0) {
+            if (n < 0 && errno != EINTR && errno != EAGAIN && errno != EIO) {
+                fprintf(stderr, "mk-emulator: read: %s\n", strerror(errno));
+                break;
+            }
+            sleep_s(0.01);
+            continue;
+        }
+        while (off < (size_t)n && !stop_requested) {
+            size_t used = 0;
+            int ev = mk_frame_decoder_push(&dec, in + off, (size_t)n - off, &used);
+            off += used;
+            if (ev < 0) {
+                fprintf(stderr, "mk-emulator: dropped a frame (status %d)\n", -ev);
+            } else if (ev == MK_FRAME_MESSAGE_READY) {
+                uint8_t out_type = 0;
+                size_t out_len = 0, wire_len = 0;
+                uint8_t seq = dec.seq, type = dec.type;
+                rc = mk_device_handle(&dev, type, seq, rx, dec.msg_len, reply, sizeof reply, &out_type, &out_len);
+                if (rc != 0) {
+                    fprintf(stderr, "mk-emulator: handler failed (status %d)\n", -rc);
+                    continue;
+                }
+                rc = mk_message_encode(out_type, seq, reply, out_len, wire, sizeof wire, &wire_len);
+                if (rc != 0) {
+                    fprintf(stderr, "mk-emulator: encode failed (status %d)\n", -rc);
+                    continue;
+                }
+                fprintf(stderr, "mk-emulator: %s seq %u (%zu bytes) -> %s (%zu bytes)\n", type_name(type),
+                        (unsigned)seq, dec.msg_len, type_name(out_type), out_len);
+                if (write_reply(fd, wire, wire_len, bytes_per_s) != 0)
+                    fprintf(stderr, "mk-emulator: write: %s\n", strerror(errno));
+            }
+        }
+    }
+    close(fd);
+    fprintf(stderr, "mk-emulator: stopped\n");
+    return 0;
+}
