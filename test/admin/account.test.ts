@@ -3,9 +3,9 @@
  * load, the lock, and publishing to a portal (each update published and fetched back; a stale
  * update refused with nothing committed locally).
  */
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../src/core/errors.js';
 import { ProfileType, readProfile, verifyProfile, type SignedProfile } from '../../src/core/profiles.js';
@@ -47,6 +47,7 @@ describe.skipIf(softhsmMissing)('account directory', () => {
     writeFileSync(join(empty, 'account.json'), '{"Account": {"Identifier": 1}}');
     await expect(loadAccount(empty)).rejects.toMatchObject({ code: ErrorCode.PROFILE_MALFORMED });
     await expect(loadAccount(42 as unknown as string)).rejects.toThrow(TypeError);
+    rmSync(empty, { recursive: true, force: true });
   });
 
   it('the lock: a second admin command on the same account is refused while the first runs; a stale lock is taken over', async () => {
@@ -135,5 +136,6 @@ describe.skipIf(softhsmMissing)('with a portal', () => {
     const acc = await loadAccount(a.dir);
     await verifyAccount(acc);
     expect(acc.personalProfile.Applications.map((x) => x.Type)).not.toContain('stale');
+    rmSync(dirname(other), { recursive: true, force: true });
   });
 });

@@ -14,6 +14,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { afterAll } from 'vitest';
 import type { Curve } from '../../src/core/signer.js';
 import type { KeyOrigin } from '../../src/ceremony/plan.js';
 import { openKeyStore } from '../../src/keystore/index.js';
@@ -29,6 +30,13 @@ export function ceremonyHsm(): SoftHsmFixture {
   hsm ??= createSoftHsm([]);
   return hsm;
 }
+
+// One scratch token directory per test file (vitest isolates modules per file), removed after the file's
+// tests. Registered when the test file imports this helper, so it belongs to the file's root suite.
+afterAll(() => {
+  hsm?.cleanup();
+  hsm = undefined;
+});
 
 export interface CeremonyFixtureOptions {
   origin: KeyOrigin;
