@@ -30,8 +30,6 @@
 import {
   createCipheriv,
   createDecipheriv,
-  createPrivateKey,
-  createPublicKey,
   diffieHellman,
   randomBytes,
   scrypt as scryptCb,
@@ -42,7 +40,7 @@ import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { abytes, aobject, b64u, equalBytes, fromB64u, utf8, wipe } from '../core/bytes.js';
 import { ErrorCode, KeyError, KeyStoreError, MeshkitError, UnsupportedError } from '../core/errors.js';
-import { keyId as computeKeyId, publicKeyFromJwk, publicKeyObject, publicKeyToJwk, signatureAlgorithmFor } from '../core/keys.js';
+import { keyId as computeKeyId, publicKeyFromJwk, publicKeyObject, signatureAlgorithmFor } from '../core/keys.js';
 import type { Curve, Decrypter, PublicJwk, Signer } from '../core/signer.js';
 import {
   acurve,
@@ -56,6 +54,7 @@ import {
   type PrivateJwk,
 } from './types.js';
 import { formatFileReference } from './uri.js';
+import { checkPrivateJwk, p256ScalarInRange, PRIVATE_LENGTH, privateKeyObject, publicOf } from './private-key.js';
 
 /**
  * Where a passphrase comes from. A function is called only when the store needs the passphrase
@@ -93,17 +92,6 @@ const TAG_LENGTH = 16;
 const KEK_LENGTH = 32;
 const CHECK_PLAINTEXT = 'meshkit-keystore passphrase check v1';
 const MAX_FILE_SIZE = 16 * 1024 * 1024;
-
-const PRIVATE_LENGTH: Record<Curve, number> = { Ed25519: 32, Ed448: 57, X25519: 32, X448: 56, 'P-256': 32 };
-/** PKCS#8 DER prefixes (RFC 8410; RFC 5915 inside PKCS#8 for P-256, without the optional public key). */
-const PKCS8_PREFIX: Record<Curve, string> = {
-  Ed25519: '302e020100300506032b657004220420',
-  X25519: '302e020100300506032b656e04220420',
-  Ed448: '3047020100300506032b6571043b0439',
-  X448: '3046020100300506032b656f043a0438',
-  'P-256': '3041020100301306072a8648ce3d020106082a8648ce3d030107042730250201010420',
-};
-const P256_ORDER = Buffer.from('ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551', 'hex');
 
 interface KdfParams {
   alg: 'scrypt';
@@ -177,30 +165,6 @@ function checkAad(kdf: KdfParams): Uint8Array {
 }
 
 /** A node KeyObject for a raw private key; the DER copy is wiped before returning. */
-function privateKeyObject(curve: Curve, raw: Uint8Array): KeyObject {
-  const prefix = Buffer.from(PKCS8_PREFIX[curve], 'hex');
-  const der = Buffer.concat([prefix, raw]);
-  try {
-    return createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
-  } finally {
-    wipe(der);
-  }
-}
-
-/** True when 1 ≤ d < n for P-256 (big-endian bytes). */
-function p256ScalarInRange(d: Uint8Array): boolean {
-  let zero = true;
-  for (const b of d) if (b !== 0) zero = false;
-  return !zero && Buffer.compare(Buffer.from(d.buffer, d.byteOffset, d.byteLength), P256_ORDER) < 0;
-}
-
-/** Public JWK and key id of a private KeyObject, through the core's canonical encoding. */
-function publicOf(priv: KeyObject): { publicJwk: PublicJwk; keyId: string } {
-  const jwk = createPublicKey(priv).export({ format: 'jwk' });
-  const pub = publicKeyFromJwk({ kty: jwk.kty, crv: jwk.crv, x: jwk.x, ...(jwk.y === undefined ? {} : { y: jwk.y }) });
-  return { publicJwk: publicKeyToJwk(pub), keyId: computeKeyId(pub) };
-}
-
 function closedError(path: string): Error {
   return new Error(`key store ${path} is closed`);
 }
@@ -469,28 +433,9 @@ export class SoftwareKeyStore implements KeyStore {
    */
   async importPrivate(label: string, privateJwk: PrivateJwk, opts: KeyCreateOptions = {}): Promise<KeyHandle> {
     alabel(label);
-    const jwk = aobject(privateJwk, 'privateJwk');
     aobject(opts, 'opts');
-    const curve = acurve(jwk['crv'], 'privateJwk.crv');
-    const usage = resolveUsage(curve, opts.usage);
-    if (typeof jwk['d'] !== 'string') throw new KeyError(ErrorCode.KEY_INVALID, `"privateJwk.d" missing: not a private JWK`);
-    let raw: Uint8Array;
+    const { curve, usage, raw } = checkPrivateJwk(privateJwk, opts.usage);
     try {
-      raw = fromB64u(jwk['d'], 'privateJwk.d');
-    } catch (e) {
-      throw new KeyError(ErrorCode.KEY_INVALID, `"privateJwk.d" is not base64url`, { cause: e });
-    }
-    try {
-      if (raw.length !== PRIVATE_LENGTH[curve]) {
-        throw new KeyError(ErrorCode.KEY_INVALID, `"privateJwk.d" expected ${PRIVATE_LENGTH[curve]} bytes for ${curve}, got ${raw.length}`);
-      }
-      if (curve === 'P-256' && !p256ScalarInRange(raw)) throw new KeyError(ErrorCode.KEY_INVALID, `"privateJwk.d" is out of range for P-256`);
-      const { d: _d, ...publicPart } = jwk;
-      const claimed = publicKeyFromJwk(publicPart); // KeyError if malformed
-      const actual = publicOf(privateKeyObject(curve, raw));
-      if (claimed.curve !== curve || computeKeyId(claimed) !== actual.keyId) {
-        throw new KeyError(ErrorCode.KEY_INVALID, `"privateJwk": the public key (x/y) does not belong to d`);
-      }
       return await this.#store(label, curve, raw, usage, opts.extractable === true);
     } finally {
       wipe(raw);

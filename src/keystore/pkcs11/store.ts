@@ -34,9 +34,9 @@
  * `close()` waits for the pooled operations in flight. A session closed underneath (token removed,
  * C_CloseAllSessions) gives ERR_PKCS11_TOKEN_REMOVED, never an untyped crash or a hang.
  */
-import { createHash, createPrivateKey, createPublicKey, randomBytes, verify as nodeVerify } from 'node:crypto';
+import { createHash, randomBytes, verify as nodeVerify } from 'node:crypto';
 import type * as pkcs11js from 'pkcs11js';
-import { abytes, aobject, fromB64u, toHex, wipe } from '../../core/bytes.js';
+import { abytes, aobject, toHex, wipe } from '../../core/bytes.js';
 import { ErrorCode, KeyError, KeyStoreError, MeshkitError, Pkcs11Error, UnsupportedError } from '../../core/errors.js';
 import {
   curveFromEcParams,
@@ -71,6 +71,7 @@ import { Pkcs11Module, readTokenInfo, type SlotInfo, type TokenInfo } from './mo
 import { pinSourceFromUri } from './pin.js';
 import { Pkcs11Session, Pkcs11SessionPool, withPin } from './session.js';
 import { formatPkcs11Uri, parsePkcs11Uri, type Pkcs11Uri } from './uri.js';
+import { checkPrivateJwk } from '../private-key.js';
 
 /** Options for {@link Pkcs11KeyStore.open}. */
 export interface Pkcs11StoreOptions {
@@ -146,18 +147,8 @@ export const _faultInjection: { afterObjectsCreated?: ((stage: 'generate' | 'imp
 /** Token manufacturers whose modules crash on concurrent Cryptoki calls from several threads (see the header). */
 const THREAD_UNSAFE_MANUFACTURERS = new Set(['SoftHSM project']);
 
-const PRIVATE_LENGTH: Record<Curve, number> = { Ed25519: 32, Ed448: 57, X25519: 32, X448: 56, 'P-256': 32 };
 const SIG_LENGTH: Record<string, number> = { Ed25519: 64, Ed448: 114, 'P-256': 64 };
 const Z_LENGTH: Record<Curve, number> = { Ed25519: 0, Ed448: 0, X25519: 32, X448: 56, 'P-256': 32 };
-const PKCS8_PREFIX: Record<Curve, string> = {
-  Ed25519: '302e020100300506032b657004220420',
-  X25519: '302e020100300506032b656e04220420',
-  Ed448: '3047020100300506032b6571043b0439',
-  X448: '3046020100300506032b656f043a0438',
-  'P-256': '3041020100301306072a8648ce3d020106082a8648ce3d030107042730250201010420',
-};
-const P256_ORDER = Buffer.from('ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551', 'hex');
-
 /** One key on the token, as read from its objects. */
 interface KeyRecord {
   priv: Buffer;
@@ -210,18 +201,6 @@ export function ecdsaToRaw(sig: Uint8Array): Uint8Array {
 }
 
 /** A public KeyObject, JWK and key id of a raw private key (node:crypto), with the PKCS#8 copy wiped. */
-function publicOfPrivate(curve: Curve, raw: Uint8Array): PublicKey {
-  const der = Buffer.concat([Buffer.from(PKCS8_PREFIX[curve], 'hex'), raw]);
-  try {
-    const jwk = createPublicKey(createPrivateKey({ key: der, format: 'der', type: 'pkcs8' })).export({ format: 'jwk' });
-    return publicKeyFromJwk({ kty: jwk.kty, crv: jwk.crv, x: jwk.x, ...(jwk.y === undefined ? {} : { y: jwk.y }) });
-  } catch (e) {
-    throw new KeyError(ErrorCode.KEY_INVALID, `"privateJwk.d" is not a valid ${curve} private key`, { cause: e });
-  } finally {
-    wipe(der);
-  }
-}
-
 /** Ends a signature operation after a failure (C_Sign with a buffer terminates it), so the session stays usable. */
 function terminateSign(lib: pkcs11js.PKCS11, session: Buffer, input: Buffer, outLength: number): void {
   try {
@@ -477,32 +456,11 @@ export class Pkcs11KeyStore implements KeyStore {
    */
   async importPrivate(label: string, privateJwk: PrivateJwk, opts: Pkcs11KeyCreateOptions = {}): Promise<KeyHandle> {
     alabel(label);
-    const jwk = aobject(privateJwk, 'privateJwk');
     aobject(opts, 'opts');
-    const curve = acurve(jwk['crv'], 'privateJwk.crv');
-    const usage = resolveUsage(curve, opts.usage);
-    if (typeof jwk['d'] !== 'string') throw new KeyError(ErrorCode.KEY_INVALID, `"privateJwk.d" missing: not a private JWK`);
-    let raw: Uint8Array;
-    try {
-      raw = fromB64u(jwk['d'], 'privateJwk.d');
-    } catch (e) {
-      throw new KeyError(ErrorCode.KEY_INVALID, `"privateJwk.d" is not base64url`, { cause: e });
-    }
+    const { curve, usage, raw, keyId, publicJwk } = checkPrivateJwk(privateJwk, opts.usage);
+    const actual = publicKeyFromJwk(publicJwk);
     const value = Buffer.from(raw);
     try {
-      if (raw.length !== PRIVATE_LENGTH[curve]) {
-        throw new KeyError(ErrorCode.KEY_INVALID, `"privateJwk.d" expected ${PRIVATE_LENGTH[curve]} bytes for ${curve}, got ${raw.length}`);
-      }
-      if (curve === 'P-256' && (value.equals(Buffer.alloc(32)) || Buffer.compare(value, P256_ORDER) >= 0)) {
-        throw new KeyError(ErrorCode.KEY_INVALID, `"privateJwk.d" is out of range for P-256`);
-      }
-      const { d: _d, ...publicPart } = jwk;
-      const claimed = publicKeyFromJwk(publicPart);
-      const actual = publicOfPrivate(curve, raw);
-      const keyId = computeKeyId(actual);
-      if (claimed.curve !== curve || computeKeyId(claimed) !== keyId) {
-        throw new KeyError(ErrorCode.KEY_INVALID, `"privateJwk": the public key (x/y) does not belong to d`);
-      }
       this.#assertOpen();
       this.#assertLabelFree(label);
       const keyType = this.#keyTypeFor(curve, opts.keyType);
