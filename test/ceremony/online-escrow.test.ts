@@ -7,16 +7,16 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode, isMeshkitError } from '../../src/core/errors.js';
 import { composeMasterProfile, signProfile } from '../../src/core/profiles.js';
 import { fromUtf8, utf8 } from '../../src/core/bytes.js';
 import { ESCROWED_JWK_CTY, escrowApplicationKey, masterEscrowKeyOf, recoverApplicationKey } from '../../src/ceremony/online-escrow.js';
 import { Pkcs11KeyStore } from '../../src/keystore/pkcs11/index.js';
 import type { KeyHandle } from '../../src/keystore/index.js';
-import { main } from '../../src/cli/main.js';
 import { createSoftHsm, softhsmMissing, type SoftHsmFixture } from '../helpers/softhsm.js';
 import { testDecrypter, testKey, testSigner } from '../helpers/software-signer.js';
+import { runMeshkit } from '../helpers/cli.js';
 
 const PIN = '5172';
 const hsm: SoftHsmFixture | undefined = softhsmMissing === undefined ? createSoftHsm([{ label: 'EscrowMaster', userPin: PIN }]) : undefined;
@@ -27,34 +27,7 @@ afterAll(() => {
 });
 
 /** Runs the CLI in-process, capturing stdout / stderr. */
-async function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const out = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    stdout += typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
-    return true;
-  });
-  const err = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    stderr += typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
-    return true;
-  });
-  const saved: Record<string, string | undefined> = {};
-  for (const [k, v] of Object.entries(env)) {
-    saved[k] = process.env[k];
-    process.env[k] = v;
-  }
-  try {
-    const code = await main(args);
-    return { code, stdout, stderr };
-  } finally {
-    out.mockRestore();
-    err.mockRestore();
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  }
-}
+const cli = runMeshkit;
 
 describe.skipIf(hsm === undefined)('online escrow to the master escrow key on SoftHSM', () => {
   let store: Pkcs11KeyStore;

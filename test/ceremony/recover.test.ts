@@ -8,7 +8,7 @@
 import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { verify as nodeVerify } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { utf8 } from '../../src/core/bytes.js';
 import { escrowBlobId } from '../../src/core/escrow.js';
 import { splitSecret } from '../../src/core/shamir.js';
@@ -23,10 +23,10 @@ import { judgeShares, recombine, recoverCeremony, type RecoverySummary } from '.
 import { escrowApplicationKey, recoverApplicationKey } from '../../src/ceremony/online-escrow.js';
 import { transcriptLines } from '../../src/ceremony/verify.js';
 import { Pkcs11KeyStore } from '../../src/keystore/pkcs11/index.js';
-import { main } from '../../src/cli/main.js';
 import { softhsmMissing } from '../helpers/softhsm.js';
 import { makeCeremonyFixture, type CeremonyFixture } from '../helpers/ceremony.js';
 import { testKey } from '../helpers/software-signer.js';
+import { runMeshkit } from '../helpers/cli.js';
 
 const err = async (p: Promise<unknown>): Promise<Error & { code?: string }> => {
   try {
@@ -37,27 +37,7 @@ const err = async (p: Promise<unknown>): Promise<Error & { code?: string }> => {
   throw new Error('expected a rejection');
 };
 
-async function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const out = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => ((stdout += String(c)), true));
-  const errw = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => ((stderr += String(c)), true));
-  const saved: Record<string, string | undefined> = {};
-  for (const [k, v] of Object.entries(env)) {
-    saved[k] = process.env[k];
-    process.env[k] = v;
-  }
-  try {
-    return { code: await main(args), stdout, stderr };
-  } finally {
-    out.mockRestore();
-    errw.mockRestore();
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  }
-}
+const cli = runMeshkit;
 
 describe.skipIf(softhsmMissing !== undefined)('ceremony recover (SoftHSM)', () => {
   let a: CeremonyFixture; // the ceremony to recover

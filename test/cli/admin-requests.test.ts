@@ -5,46 +5,20 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Command } from 'commander';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { softhsmMissing } from '../helpers/softhsm.js';
 import { DEVICE_PASSPHRASE, makeAccountFixture, type AccountFixture, type FixtureDevice } from '../helpers/account.js';
 import { startTestPortal, type TestPortal } from '../helpers/portal.js';
 import { loadAccount, snapshotAccount } from '../../src/admin/account.js';
-import { registerAdminRequestCommands } from '../../src/cli/commands/admin-requests.js';
-import { buildProgram, reportError } from '../../src/cli/main.js';
+import { buildProgram } from '../../src/cli/main.js';
 import { ProfileType, readProfile, verifyProfile } from '../../src/core/profiles.js';
 import { PortalClient } from '../../src/portal/client.js';
+import { runMeshkit, type CliRun } from '../helpers/cli.js';
 
 const ACCOUNT = 'alice@example.com';
 
 /** Runs `meshkit ARGS` in process with a fresh program; returns the exit code and what was printed. */
-async function meshkit(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const program = new Command('meshkit').exitOverride().configureOutput({ writeErr: () => undefined, writeOut: () => undefined });
-  registerAdminRequestCommands(program.command('admin'));
-  const all = (c: Command): Command[] => c.commands.flatMap((s) => [s, ...all(s)]);
-  for (const c of all(program)) c.exitOverride();
-  let stdout = '';
-  let stderr = '';
-  const out = vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => {
-    stdout += String(s);
-    return true;
-  });
-  const err = vi.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => {
-    stderr += String(s);
-    return true;
-  });
-  let code = 0;
-  try {
-    await program.parseAsync(args, { from: 'user' });
-  } catch (e) {
-    code = reportError(e);
-  } finally {
-    out.mockRestore();
-    err.mockRestore();
-  }
-  return { code, stdout, stderr };
-}
+const meshkit = (args: string[]): Promise<CliRun> => runMeshkit(args);
 
 describe('command registration', () => {
   it('the meshkit program has admin pending|accept|reject and device connect|status', () => {

@@ -7,47 +7,20 @@
  */
 import { copyFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Command } from 'commander';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { softhsmMissing } from '../helpers/softhsm.js';
 import { makeAccountFixture, type AccountFixture, type FixtureDevice } from '../helpers/account.js';
 import { startTestPortal, type TestPortal } from '../helpers/portal.js';
 import { connectDevice, revokeDevice } from '../../src/admin/updates.js';
 import { loadAccount } from '../../src/admin/account.js';
-import { registerProfileCommands } from '../../src/cli/commands/profile.js';
-import { reportError } from '../../src/cli/main.js';
 import { ProfileType, readProfile, signProfile, supersede } from '../../src/core/profiles.js';
 import type { Signer } from '../../src/core/signer.js';
 import { PortalClient, PortalError } from '../../src/portal/client.js';
+import { runMeshkit, type CliRun } from '../helpers/cli.js';
 
 const ACCOUNT = 'alice@example.com';
 
-async function meshkit(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const program = new Command('meshkit').exitOverride().configureOutput({ writeErr: () => undefined, writeOut: () => undefined });
-  registerProfileCommands(program);
-  const all = (c: Command): Command[] => c.commands.flatMap((s) => [s, ...all(s)]);
-  for (const c of all(program)) c.exitOverride();
-  let stdout = '';
-  let stderr = '';
-  const out = vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => {
-    stdout += String(s);
-    return true;
-  });
-  const err = vi.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => {
-    stderr += String(s);
-    return true;
-  });
-  let code = 0;
-  try {
-    await program.parseAsync(args, { from: 'user' });
-  } catch (e) {
-    code = reportError(e);
-  } finally {
-    out.mockRestore();
-    err.mockRestore();
-  }
-  return { code, stdout, stderr };
-}
+const meshkit = (args: string[]): Promise<CliRun> => runMeshkit(args);
 
 describe.skipIf(softhsmMissing)('profile verify --account --portal', () => {
   let portal: TestPortal;
