@@ -9,21 +9,13 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { verifyLog } from '../../src/core/hashlog.js';
 import { CEREMONY_FAULT_POINTS } from '../../src/ceremony/index.js';
 import { softhsmMissing } from '../helpers/softhsm.js';
-import { makeCeremonyFixture, meshkitCeremony, spawnCeremony, type CeremonyFixture } from '../helpers/ceremony.js';
+import { fixture, meshkitCeremony, spawnCeremony, type CeremonyFixture } from '../helpers/ceremony.js';
 
 const LABELS = ['mesh-master-signature', 'mesh-master-escrow'];
-const fixtures: CeremonyFixture[] = [];
-afterAll(() => fixtures.forEach((f) => f.cleanup()));
-
-async function fixture(...args: Parameters<typeof makeCeremonyFixture>): Promise<CeremonyFixture> {
-  const f = await makeCeremonyFixture(...args);
-  fixtures.push(f);
-  return f;
-}
 
 /** Labels of the objects on the fixture's master token, read by pkcs11-tool (a fresh process). */
 function tokenLabels(f: CeremonyFixture): string[] {

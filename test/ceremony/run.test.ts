@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { fromUtf8 } from '../../src/core/bytes.js';
 import { ErrorCode } from '../../src/core/errors.js';
 import { openOfflineEscrow } from '../../src/core/escrow.js';
@@ -19,16 +19,8 @@ import { splitSecret } from '../../src/core/shamir.js';
 import { udfDigest } from '../../src/core/udf.js';
 import { openKeyStore } from '../../src/keystore/index.js';
 import { softhsmMissing } from '../helpers/softhsm.js';
-import { makeCeremonyFixture, meshkitCeremony, type CeremonyFixture } from '../helpers/ceremony.js';
+import { fixture, meshkitCeremony, type CeremonyFixture } from '../helpers/ceremony.js';
 
-const fixtures: CeremonyFixture[] = [];
-afterAll(() => fixtures.forEach((f) => f.cleanup()));
-
-async function fixture(...args: Parameters<typeof makeCeremonyFixture>): Promise<CeremonyFixture> {
-  const f = await makeCeremonyFixture(...args);
-  fixtures.push(f);
-  return f;
-}
 
 function planOf(f: CeremonyFixture) {
   return parsePlan(new Uint8Array(readFileSync(f.planPath)));

@@ -29,20 +29,13 @@ import { verifyCeremony } from '../../src/ceremony/verify.js';
 import { escrowApplicationKey, recoverApplicationKey } from '../../src/ceremony/online-escrow.js';
 import { Pkcs11KeyStore } from '../../src/keystore/pkcs11/index.js';
 import { softhsmMissing } from '../helpers/softhsm.js';
-import { ceremonyHsm, makeCeremonyFixture, meshkitCeremony, type CeremonyFixture } from '../helpers/ceremony.js';
+import { ceremonyHsm, fixture, meshkitCeremony, type CeremonyFixture } from '../helpers/ceremony.js';
 import { testKey } from '../helpers/software-signer.js';
 
 const P256 = { Signature: 'P-256', Escrow: 'P-256' } as const;
 const LABELS = ['mesh-master-signature', 'mesh-master-escrow'];
 const KWP_IV = Buffer.from('A65959A6', 'hex');
 
-const fixtures: CeremonyFixture[] = [];
-afterAll(() => fixtures.forEach((f) => f.cleanup()));
-async function fixture(...args: Parameters<typeof makeCeremonyFixture>): Promise<CeremonyFixture> {
-  const f = await makeCeremonyFixture(...args);
-  fixtures.push(f);
-  return f;
-}
 const planOf = (f: CeremonyFixture) => parsePlan(new Uint8Array(readFileSync(f.planPath)));
 
 const err = async (p: Promise<unknown>): Promise<Error & { code?: string }> => {

@@ -34,9 +34,19 @@ export function ceremonyHsm(): SoftHsmFixture {
 // One scratch token directory per test file (vitest isolates modules per file), removed after the file's
 // tests. Registered when the test file imports this helper, so it belongs to the file's root suite.
 afterAll(() => {
+  for (const f of tracked.splice(0)) f.cleanup();
   hsm?.cleanup();
   hsm = undefined;
 });
+
+const tracked: CeremonyFixture[] = [];
+
+/** {@link makeCeremonyFixture}, cleaned up after the test file. */
+export async function fixture(opts: CeremonyFixtureOptions): Promise<CeremonyFixture> {
+  const f = await makeCeremonyFixture(opts);
+  tracked.push(f);
+  return f;
+}
 
 export interface CeremonyFixtureOptions {
   origin: KeyOrigin;

@@ -4,9 +4,9 @@
  * never touched. Also runs the built CLI (`node bin/meshkit.js`) with a clean environment.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { existsSync, rmSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { makeSoftHsmDir } from './softhsm.js';
 
 export const SOFTHSM_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
 export const BIN = resolve('bin/meshkit.js');
@@ -21,22 +21,7 @@ export interface ScratchHsm {
 
 /** Creates a scratch SoftHSM token directory and its configuration file. */
 export function scratchSoftHsm(prefix = 'meshkit-softhsm-'): ScratchHsm {
-  const dir = mkdtempSync(join(tmpdir(), prefix));
-  const tokens = join(dir, 'tokens');
-  mkdirSync(tokens);
-  const conf = join(dir, 'softhsm2.conf');
-  writeFileSync(
-    conf,
-    [
-      `directories.tokendir = ${tokens}`,
-      'objectstore.backend = file',
-      'log.level = ERROR',
-      'slots.removable = false',
-      'slots.mechanisms = ALL',
-      'library.reset_on_fork = false',
-      '',
-    ].join('\n'),
-  );
+  const { dir, conf } = makeSoftHsmDir(prefix);
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('MESHKIT_') && k !== 'SOFTHSM2_CONF') env[k] = v;
   env['SOFTHSM2_CONF'] = conf;

@@ -60,19 +60,18 @@ export interface SoftHsmFixture {
 }
 
 /**
- * Creates the scratch directory, conf and tokens, and sets SOFTHSM2_CONF.
- * @throws Error when SoftHSM is missing (guard with `describe.skipIf(softhsmMissing)`).
+ * A fresh scratch directory under os.tmpdir() with an empty token directory and a softhsm2.conf
+ * pointing at it (never the system token store). The caller removes `dir`.
  */
-export function createSoftHsm(tokens: Array<{ label: string; userPin?: string; soPin?: string }>): SoftHsmFixture {
-  if (softhsmMissing !== undefined || SOFTHSM_MODULE === undefined) throw new Error(softhsmMissing);
-  const dir = mkdtempSync(join(tmpdir(), 'meshkit-softhsm-'));
-  const tokenDir = join(dir, 'tokens');
-  mkdirSync(tokenDir);
+export function makeSoftHsmDir(prefix = 'meshkit-softhsm-'): { dir: string; tokens: string; conf: string } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const tokens = join(dir, 'tokens');
+  mkdirSync(tokens);
   const conf = join(dir, 'softhsm2.conf');
   writeFileSync(
     conf,
     [
-      `directories.tokendir = ${tokenDir}`,
+      `directories.tokendir = ${tokens}`,
       'objectstore.backend = file',
       'log.level = ERROR',
       'slots.removable = false',
@@ -81,6 +80,16 @@ export function createSoftHsm(tokens: Array<{ label: string; userPin?: string; s
       '',
     ].join('\n'),
   );
+  return { dir, tokens, conf };
+}
+
+/**
+ * Creates the scratch directory, conf and tokens, and sets SOFTHSM2_CONF.
+ * @throws Error when SoftHSM is missing (guard with `describe.skipIf(softhsmMissing)`).
+ */
+export function createSoftHsm(tokens: Array<{ label: string; userPin?: string; soPin?: string }>): SoftHsmFixture {
+  if (softhsmMissing !== undefined || SOFTHSM_MODULE === undefined) throw new Error(softhsmMissing);
+  const { dir, conf } = makeSoftHsmDir();
   process.env['SOFTHSM2_CONF'] = conf;
   const modulePath = SOFTHSM_MODULE;
   const made: Record<string, SoftHsmToken> = {};
