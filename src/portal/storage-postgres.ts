@@ -25,6 +25,10 @@ import {
   type RequestRecord,
   type SignedHeadRecord,
   type TransactionOptions,
+  checkDate,
+  checkIndex,
+  connectionFromDb,
+  type ConnectionDbRow,
 } from './storage.js';
 
 /** Advisory lock key of the migrations ("meshkit" in ASCII, as a 64-bit number that fits a bigint). */
@@ -103,18 +107,6 @@ function sqlState(e: unknown): string | undefined {
   return undefined;
 }
 
-function checkIndex(name: string, v: unknown): number {
-  if (typeof v !== 'number') throw new TypeError(`"${name}" expected number, got ${typeof v}`);
-  if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`"${name}" expected a non-negative integer, got ${v}`);
-  return v;
-}
-
-function checkDate(name: string, v: unknown): number {
-  if (!(v instanceof Date)) throw new TypeError(`"${name}" expected Date`);
-  const t = v.getTime();
-  if (Number.isNaN(t)) throw new RangeError(`"${name}" expected a valid Date, got Invalid Date`);
-  return t;
-}
 
 interface ProfileDbRow {
   identifier: string;
@@ -124,33 +116,9 @@ interface ProfileDbRow {
   signed: string;
   updated: string;
 }
-interface ConnectionDbRow {
-  request_udf: string;
-  account: string;
-  device_udf: string;
-  signed_request: string;
-  server_nonce: string;
-  witness: string;
-  state: ConnectionState;
-  result: string | null;
-  received: string;
-}
 
 function toProfile(r: ProfileDbRow): ProfileRow {
   return { identifier: r.identifier, type: r.type, sequence: Number(r.sequence), account: r.account, signed: r.signed, updated: r.updated };
-}
-function toConnection(r: ConnectionDbRow): ConnectionRow {
-  return {
-    requestUdf: r.request_udf,
-    account: r.account,
-    deviceUdf: r.device_udf,
-    signedRequest: r.signed_request,
-    serverNonce: r.server_nonce,
-    witness: r.witness,
-    state: r.state,
-    result: r.result,
-    received: r.received,
-  };
 }
 
 const PROFILE_COLUMNS = 'identifier, type, sequence, account, signed, updated';
@@ -247,12 +215,12 @@ class PostgresTx implements PortalTx {
     const r = await this.q<ConnectionDbRow>('getConnection',
       `SELECT ${CONNECTION_COLUMNS} FROM connections WHERE request_udf = $1`, [requestUdf]);
     const row = r.rows[0];
-    return row === undefined ? undefined : toConnection(row);
+    return row === undefined ? undefined : connectionFromDb(row);
   }
   async listConnections(account: string, state: ConnectionState): Promise<ConnectionRow[]> {
     const r = await this.q<ConnectionDbRow>('listConnections',
       `SELECT ${CONNECTION_COLUMNS} FROM connections WHERE account = $1 AND state = $2 ORDER BY seq`, [account, state]);
-    return r.rows.map(toConnection);
+    return r.rows.map(connectionFromDb);
   }
   async getRequest(requestId: string): Promise<RequestRecord | undefined> {
     const r = await this.q<RequestRecord>('getRequest',

@@ -22,6 +22,10 @@ import {
   type RequestRecord,
   type SignedHeadRecord,
   type TransactionOptions,
+  checkDate,
+  checkIndex,
+  connectionFromDb,
+  type ConnectionDbRow,
 } from './storage.js';
 
 /** Schema migrations, by version; each runs once, in order, inside one transaction. */
@@ -95,31 +99,7 @@ interface ProfileDbRow {
   signed: string;
   updated: string;
 }
-interface ConnectionDbRow {
-  request_udf: string;
-  account: string;
-  device_udf: string;
-  signed_request: string;
-  server_nonce: string;
-  witness: string;
-  state: ConnectionState;
-  result: string | null;
-  received: string;
-}
 
-function toConnection(r: ConnectionDbRow): ConnectionRow {
-  return {
-    requestUdf: r.request_udf,
-    account: r.account,
-    deviceUdf: r.device_udf,
-    signedRequest: r.signed_request,
-    serverNonce: r.server_nonce,
-    witness: r.witness,
-    state: r.state,
-    result: r.result,
-    received: r.received,
-  };
-}
 
 function toProfile(r: ProfileDbRow): ProfileRow {
   return { identifier: r.identifier, type: r.type, sequence: r.sequence, account: r.account, signed: r.signed, updated: r.updated };
@@ -186,18 +166,6 @@ function prepareStatements(db: Database.Database) {
 }
 type Statements = ReturnType<typeof prepareStatements>;
 
-function checkIndex(name: string, v: unknown): number {
-  if (typeof v !== 'number') throw new TypeError(`"${name}" expected number, got ${typeof v}`);
-  if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`"${name}" expected a non-negative integer, got ${v}`);
-  return v;
-}
-
-function checkDate(name: string, v: unknown): number {
-  if (!(v instanceof Date)) throw new TypeError(`"${name}" expected Date`);
-  const t = v.getTime();
-  if (Number.isNaN(t)) throw new RangeError(`"${name}" expected a valid Date, got Invalid Date`);
-  return t;
-}
 
 /** The transaction view handed to callbacks; refuses use after its transaction has ended. */
 class SqliteTx implements PortalTx {
@@ -265,10 +233,10 @@ class SqliteTx implements PortalTx {
   }
   async getConnection(requestUdf: string): Promise<ConnectionRow | undefined> {
     const r = this.st().getConnection.get(requestUdf);
-    return r === undefined ? undefined : toConnection(r);
+    return r === undefined ? undefined : connectionFromDb(r);
   }
   async listConnections(account: string, state: ConnectionState): Promise<ConnectionRow[]> {
-    return this.st().listConnections.all(account, state).map(toConnection);
+    return this.st().listConnections.all(account, state).map(connectionFromDb);
   }
   async getRequest(requestId: string): Promise<RequestRecord | undefined> {
     return this.st().getRequest.get(requestId);

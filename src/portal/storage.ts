@@ -159,6 +159,49 @@ export interface PortalStorage {
  * A write the stored state does not allow: a name or id taken, a stale Sequence (CAS lost), a log index that is
  * not the next one. The portal maps it to 409. Not retried by {@link PortalStorage.transaction}.
  */
+/** A connection row as both backends store it (snake_case columns). @internal */
+export interface ConnectionDbRow {
+  request_udf: string;
+  account: string;
+  device_udf: string;
+  signed_request: string;
+  server_nonce: string;
+  witness: string;
+  state: ConnectionState;
+  result: string | null;
+  received: string;
+}
+
+/** @internal */
+export function connectionFromDb(r: ConnectionDbRow): ConnectionRow {
+  return {
+    requestUdf: r.request_udf,
+    account: r.account,
+    deviceUdf: r.device_udf,
+    signedRequest: r.signed_request,
+    serverNonce: r.server_nonce,
+    witness: r.witness,
+    state: r.state,
+    result: r.result,
+    received: r.received,
+  };
+}
+
+/** A log index or count argument: a non-negative safe integer. @internal */
+export function checkIndex(name: string, v: unknown): number {
+  if (typeof v !== 'number') throw new TypeError(`"${name}" expected number, got ${typeof v}`);
+  if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`"${name}" expected a non-negative integer, got ${v}`);
+  return v;
+}
+
+/** A Date argument, as milliseconds. @internal */
+export function checkDate(name: string, v: unknown): number {
+  if (!(v instanceof Date)) throw new TypeError(`"${name}" expected Date`);
+  const t = v.getTime();
+  if (Number.isNaN(t)) throw new RangeError(`"${name}" expected a valid Date, got Invalid Date`);
+  return t;
+}
+
 export class StorageConflict extends Error {
   /** Stable code, the same on both backends. */
   readonly code = 'ERR_STORAGE_CONFLICT';
