@@ -17,17 +17,7 @@
 #include "mk_frame.h"
 #include "mk_platform_host.h"
 
-static int failures, checks;
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        checks++;                                                                                            \
-        if (!(cond)) {                                                                                       \
-            failures++;                                                                                      \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                                  \
-            fprintf(stderr, __VA_ARGS__);                                                                    \
-            fputc('\n', stderr);                                                                             \
-        }                                                                                                    \
-    } while (0)
+#include "mk_check.h"
 
 /* ---------------------------------------------------------------- fake platform */
 
