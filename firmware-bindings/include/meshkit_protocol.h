@@ -16,6 +16,7 @@
 #define MK_HID_INIT_DATA 57 /* message bytes in a HID init packet */
 #define MK_HID_CONT_DATA 59 /* message bytes in a HID continuation packet */
 #define MK_CBOR_MAX_DEPTH 8 /* deepest nesting of arrays and maps */
+#define MK_MAX_CONFIG 1024 /* largest application configuration (plaintext bytes) INSTALL carries */
 
 /* message types (frame type byte; HID CMD = 0x80 | type) */
 typedef enum mk_msg_type {
@@ -23,14 +24,15 @@ typedef enum mk_msg_type {
   MK_MSG_INFO = 0x02, /* who the device is and where it stands */
   MK_MSG_BENCH_AUTH = 0x03, /* the bench proves its key to a device that pins a provisioner key */
   MK_MSG_BENCH_AUTH_OK = 0x04, /* the bench is trusted for this session */
-  MK_MSG_KEYGEN = 0x05, /* make device keys on the device; repeated, returns the same keys */
+  MK_MSG_KEYGEN = 0x05, /* make the device keys on the device (FACTORY); in a later state returns the same base keys */
   MK_MSG_PUBKEYS = 0x06, /* the device public keys and its self-signed Device Profile */
-  MK_MSG_COGEN = 0x07, /* the bench contribution, encrypted to the device */
+  MK_MSG_COGEN = 0x07, /* the bench contribution, sealed to the device's base encryption key (docs/enrollment.md) */
   MK_MSG_PROOF = 0x08, /* composite public keys and proof of possession */
   MK_MSG_INSTALL = 0x09, /* connection and application configuration */
-  MK_MSG_ACK = 0x0A, /* INSTALL stored */
+  MK_MSG_ACK = 0x0A, /* INSTALL stored, or RESET done */
   MK_MSG_COMMIT = 0x0B, /* close provisioning over the record */
   MK_MSG_RECEIPT = 0x0C, /* the device's signature over the record */
+  MK_MSG_RESET = 0x0D, /* wipe the keys of a device that is not COMMITTED, back to FACTORY (restart after an interrupted enrollment) */
   MK_MSG_ERROR = 0x7F /* reply to any request that failed */
 } mk_msg_type;
 
@@ -63,6 +65,7 @@ typedef enum mk_status {
   MK_ERR_BAD_SIGNATURE = 96, /* crypto: a signature does not verify or the signer is not trusted */
   MK_ERR_COGEN_MISMATCH = 97, /* crypto: composite keys do not agree */
   MK_ERR_DECRYPT_FAILED = 98, /* crypto: an encrypted field cannot be decrypted */
+  MK_ERR_WRONG_DEVICE = 99, /* crypto: a signed object names another device */
   MK_ERR_FLASH = 128, /* platform: flash read or write failed */
   MK_ERR_RNG = 129 /* platform: random number generator failed */
 } mk_status;
@@ -105,20 +108,24 @@ typedef enum mk_status {
 #define MK_F_BENCH_AUTH_SIGNATURE 3 /* bstr */
 #define MK_F_BENCH_AUTH_OK_STATE 1 /* uint */
 #define MK_F_KEYGEN_KEYS 1 /* uint */
+#define MK_F_KEYGEN_TIME 2 /* uint */
 #define MK_F_PUBKEYS_SIGNATURE_KEY 1 /* bstr */
 #define MK_F_PUBKEYS_ENCRYPTION_KEY 2 /* bstr */
 #define MK_F_PUBKEYS_AUTHENTICATION_KEY 3 /* bstr */
 #define MK_F_PUBKEYS_DEVICE_PROFILE 4 /* bstr */
 #define MK_F_COGEN_CONTRIBUTION 1 /* bstr */
+#define MK_F_COGEN_TIME 2 /* uint */
 #define MK_F_PROOF_SIGNATURE_KEY 1 /* bstr */
 #define MK_F_PROOF_ENCRYPTION_KEY 2 /* bstr */
 #define MK_F_PROOF_AUTHENTICATION_KEY 3 /* bstr */
 #define MK_F_PROOF_PROOF 4 /* bstr */
+#define MK_F_PROOF_DEVICE_PROFILE 5 /* bstr */
 #define MK_F_INSTALL_CONNECTION 1 /* bstr */
 #define MK_F_INSTALL_CONFIG 2 /* bstr */
 #define MK_F_ACK_STATE 1 /* uint */
 #define MK_F_COMMIT_RECORD_DIGEST 1 /* bstr */
 #define MK_F_RECEIPT_SIGNATURE 1 /* bstr */
+#define MK_F_RESET_SERIAL 1 /* tstr */
 #define MK_F_ERROR_CODE 1 /* uint */
 #define MK_F_ERROR_DETAIL 2 /* tstr, optional */
 

@@ -29,6 +29,8 @@ export const Limits = {
   HID_CONT_DATA: 59,
   /** deepest nesting of arrays and maps */
   CBOR_MAX_DEPTH: 8,
+  /** largest application configuration (plaintext bytes) INSTALL carries */
+  MAX_CONFIG: 1024,
 } as const;
 
 /** Message type codes (frame type byte; HID CMD = 0x80 | type). */
@@ -41,22 +43,24 @@ export const MessageType = {
   BENCH_AUTH: 0x03,
   /** the bench is trusted for this session */
   BENCH_AUTH_OK: 0x04,
-  /** make device keys on the device; repeated, returns the same keys */
+  /** make the device keys on the device (FACTORY); in a later state returns the same base keys */
   KEYGEN: 0x05,
   /** the device public keys and its self-signed Device Profile */
   PUBKEYS: 0x06,
-  /** the bench contribution, encrypted to the device */
+  /** the bench contribution, sealed to the device's base encryption key (docs/enrollment.md) */
   COGEN: 0x07,
   /** composite public keys and proof of possession */
   PROOF: 0x08,
   /** connection and application configuration */
   INSTALL: 0x09,
-  /** INSTALL stored */
+  /** INSTALL stored, or RESET done */
   ACK: 0x0A,
   /** close provisioning over the record */
   COMMIT: 0x0B,
   /** the device's signature over the record */
   RECEIPT: 0x0C,
+  /** wipe the keys of a device that is not COMMITTED, back to FACTORY (restart after an interrupted enrollment) */
+  RESET: 0x0D,
   /** reply to any request that failed */
   ERROR: 0x7F,
 } as const;
@@ -77,6 +81,7 @@ export const MessageTypeNames: Readonly<Record<MessageTypeCode, MessageTypeName>
   0x0A: 'ACK',
   0x0B: 'COMMIT',
   0x0C: 'RECEIPT',
+  0x0D: 'RESET',
   0x7F: 'ERROR',
 };
 
@@ -88,6 +93,7 @@ export const Replies = {
   COGEN: 'PROOF',
   INSTALL: 'ACK',
   COMMIT: 'RECEIPT',
+  RESET: 'ACK',
 } as const satisfies Partial<Record<MessageTypeName, MessageTypeName>>;
 
 /** Device states (INFO.state). */
@@ -144,6 +150,8 @@ export const DeviceStatus = {
   COGEN_MISMATCH: 97,
   /** crypto: an encrypted field cannot be decrypted */
   DECRYPT_FAILED: 98,
+  /** crypto: a signed object names another device */
+  WRONG_DEVICE: 99,
   /** platform: flash read or write failed */
   FLASH: 128,
   /** platform: random number generator failed */
@@ -171,6 +179,7 @@ export const DeviceStatusNames: Readonly<Record<DeviceStatusValue, DeviceStatusN
   96: 'BAD_SIGNATURE',
   97: 'COGEN_MISMATCH',
   98: 'DECRYPT_FAILED',
+  99: 'WRONG_DEVICE',
   128: 'FLASH',
   129: 'RNG',
 };
@@ -246,6 +255,7 @@ export const MessageFields = {
   ],
   KEYGEN: [
     { key: 1, name: 'keys', type: 'uint', required: true },
+    { key: 2, name: 'time', type: 'uint', required: true },
   ],
   PUBKEYS: [
     { key: 1, name: 'signature_key', type: 'bstr', required: true },
@@ -255,12 +265,14 @@ export const MessageFields = {
   ],
   COGEN: [
     { key: 1, name: 'contribution', type: 'bstr', required: true },
+    { key: 2, name: 'time', type: 'uint', required: true },
   ],
   PROOF: [
     { key: 1, name: 'signature_key', type: 'bstr', required: true },
     { key: 2, name: 'encryption_key', type: 'bstr', required: true },
     { key: 3, name: 'authentication_key', type: 'bstr', required: true },
     { key: 4, name: 'proof', type: 'bstr', required: true },
+    { key: 5, name: 'device_profile', type: 'bstr', required: true },
   ],
   INSTALL: [
     { key: 1, name: 'connection', type: 'bstr', required: true },
@@ -274,6 +286,9 @@ export const MessageFields = {
   ],
   RECEIPT: [
     { key: 1, name: 'signature', type: 'bstr', required: true },
+  ],
+  RESET: [
+    { key: 1, name: 'serial', type: 'tstr', required: true },
   ],
   ERROR: [
     { key: 1, name: 'code', type: 'uint', required: true },
@@ -319,51 +334,57 @@ export interface BenchAuthOkFields {
   state: number | bigint;
 }
 
-/** KEYGEN (0x05) fields: make device keys on the device; repeated, returns the same keys. */
+/** KEYGEN (0x05) fields: make the device keys on the device (FACTORY); in a later state returns the same base keys. */
 export interface KeygenFields {
   /** key 1: bitmask of keys[] to generate */
   keys: number | bigint;
+  /** key 2: bench wall-clock time, Unix seconds: the Device Profile's Updated (devices need no RTC) */
+  time: number | bigint;
 }
 
 /** PUBKEYS (0x06) fields: the device public keys and its self-signed Device Profile. */
 export interface PubkeysFields {
   /** key 1: signature public key */
   signatureKey: Uint8Array;
-  /** key 2: encryption public key */
+  /** key 2: encryption public key, X25519 extended (u ‖ sign byte, 33 bytes) */
   encryptionKey: Uint8Array;
-  /** key 3: authentication public key */
+  /** key 3: authentication public key, X25519 extended (u ‖ sign byte, 33 bytes) */
   authenticationKey: Uint8Array;
-  /** key 4: Device Profile signed by the device signature key */
+  /** key 4: Device Profile (JWS General JSON, UTF-8) signed by the device signature key */
   deviceProfile: Uint8Array;
 }
 
-/** COGEN (0x07) fields: the bench contribution, encrypted to the device. */
+/** COGEN (0x07) fields: the bench contribution, sealed to the device's base encryption key (docs/enrollment.md). */
 export interface CogenFields {
-  /** key 1: JWE (or encrypted bytes) holding the contribution */
+  /** key 1: MKBOX1 sealed box (label "contribution") of the contribution CBOR */
   contribution: Uint8Array;
+  /** key 2: bench wall-clock time, Unix seconds: the composite Device Profile's Updated */
+  time: number | bigint;
 }
 
 /** PROOF (0x08) fields: composite public keys and proof of possession. */
 export interface ProofFields {
   /** key 1: composite signature public key */
   signatureKey: Uint8Array;
-  /** key 2: composite encryption public key */
+  /** key 2: composite encryption public key (X25519 extended, 33 bytes) */
   encryptionKey: Uint8Array;
-  /** key 3: composite authentication public key */
+  /** key 3: composite authentication public key (X25519 extended, 33 bytes) */
   authenticationKey: Uint8Array;
-  /** key 4: signature by the composite signature key (proof of possession) */
+  /** key 4: Ed25519 signature by the composite signature key over the proof context (docs/enrollment.md) */
   proof: Uint8Array;
+  /** key 5: Device Profile of the composite keys, signed by the composite signature key */
+  deviceProfile: Uint8Array;
 }
 
 /** INSTALL (0x09) fields: connection and application configuration. */
 export interface InstallFields {
-  /** key 1: connection signed by an administration key */
+  /** key 1: Connection CBOR signed by an administration key (Ed25519), naming this device */
   connection: Uint8Array;
-  /** key 2: application configuration encrypted to the device */
+  /** key 2: MKBOX1 sealed box (label "config") to the composite encryption key */
   config: Uint8Array;
 }
 
-/** ACK (0x0A) fields: INSTALL stored. */
+/** ACK (0x0A) fields: INSTALL stored, or RESET done. */
 export interface AckFields {
   /** key 1: states[] value */
   state: number | bigint;
@@ -377,8 +398,14 @@ export interface CommitFields {
 
 /** RECEIPT (0x0C) fields: the device's signature over the record. */
 export interface ReceiptFields {
-  /** key 1: device signature over the record digest */
+  /** key 1: composite-key signature over the receipt context and the record digest */
   signature: Uint8Array;
+}
+
+/** RESET (0x0D) fields: wipe the keys of a device that is not COMMITTED, back to FACTORY (restart after an interrupted enrollment). */
+export interface ResetFields {
+  /** key 1: the device's serial number, echoed (a guard against resetting the wrong device) */
+  serial: string;
 }
 
 /** ERROR (0x7F) fields: reply to any request that failed. */
@@ -403,5 +430,6 @@ export interface MessageFieldsByName {
   ACK: AckFields;
   COMMIT: CommitFields;
   RECEIPT: ReceiptFields;
+  RESET: ResetFields;
   ERROR: ErrorFields;
 }
