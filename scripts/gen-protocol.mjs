@@ -52,6 +52,14 @@ function validate(p) {
   for (const m of p.messages) {
     if (m.code < 1 || m.code > 0x7f) fail(`message ${m.name} code must be 1..127`);
     if (m.reply !== undefined && !p.messages.some((r) => r.name === m.reply)) fail(`message ${m.name} reply ${m.reply} unknown`);
+    if (m.direction === 'host') {
+      if (typeof m.auth !== 'boolean') fail(`host message ${m.name} needs "auth": true|false`);
+      if (!Array.isArray(m.states) || m.states.length === 0) fail(`host message ${m.name} needs "states"`);
+      for (const st of m.states) {
+        if (!p.states.some((x) => x.name === st) || st === 'AUTHENTICATED') fail(`message ${m.name} state ${st} is not a persistent state`);
+      }
+      if (typeof m.effect !== 'string') fail(`host message ${m.name} needs "effect"`);
+    } else if (m.auth !== undefined || m.states !== undefined) fail(`device message ${m.name} takes no "auth"/"states"`);
     const keys = new Set();
     for (const f of m.fields) {
       if (!Number.isInteger(f.key) || f.key < 0 || f.key > 23 || keys.has(f.key)) fail(`message ${m.name} field key ${f.key}`);
@@ -84,6 +92,12 @@ function genHeader(p) {
   for (const c of p.capabilities) L.push(`#define MK_CAP_${c.name} (1u << ${c.bit}) /* ${c.doc} */`);
   L.push('', '/* KEYGEN.keys bits */');
   for (const k of p.keys) L.push(`#define MK_KEY_${k.name} (1u << ${k.bit}) /* ${k.doc} */`);
+  L.push('', '/* requests: the persistent states that accept them (bitmask of 1u << state; any other state -> BAD_STATE)',
+    ' * and whether BENCH_AUTH must have succeeded in the session first (else NOT_AUTHENTICATED) */');
+  for (const m of p.messages.filter((x) => x.direction === 'host')) {
+    const mask = m.states.map((st) => `(1u << MK_STATE_${st})`).join(' | ');
+    L.push(`#define MK_ALLOWED_${m.name} (${mask}) /* ${m.effect} */`, `#define MK_AUTH_${m.name} ${m.auth ? 1 : 0}`);
+  }
   L.push('', '/* CBOR map keys of each message: MK_F_<MESSAGE>_<FIELD> */');
   for (const m of p.messages) {
     for (const f of m.fields) L.push(`#define MK_F_${m.name}_${f.name.toUpperCase()} ${f.key} /* ${f.type}${f.required ? '' : ', optional'} */`);
@@ -113,6 +127,11 @@ function genTs(p) {
   L.push('/** Device states (INFO.state). */', 'export const DeviceState = {');
   for (const s of p.states) L.push(`  /** ${s.doc} */`, `  ${s.name}: ${s.value},`);
   L.push('} as const;', 'export type DeviceStateName = keyof typeof DeviceState;', 'export type DeviceStateValue = (typeof DeviceState)[DeviceStateName];', '');
+  L.push('/** For each request: the persistent states that accept it (any other → BAD_STATE), whether BENCH_AUTH must come first', ' * (else NOT_AUTHENTICATED), and what it does (docs/enrollment.md). */', 'export const RequestRules = {');
+  for (const m of p.messages.filter((x) => x.direction === 'host')) {
+    L.push(`  ${m.name}: { auth: ${m.auth}, states: [${m.states.map((st) => `'${st}'`).join(', ')}], effect: ${JSON.stringify(m.effect)} },`);
+  }
+  L.push('} as const satisfies Partial<Record<MessageTypeName, { auth: boolean; states: readonly DeviceStateName[]; effect: string }>>;', '');
   L.push('/** Status codes shared with the C firmware (ERROR.code, DeviceError.status), in numeric bands. */', 'export const DeviceStatus = {');
   for (const e of p.errors) L.push(`  /** ${e.band}: ${e.doc} */`, `  ${e.name}: ${e.value},`);
   L.push('} as const;', 'export type DeviceStatusName = keyof typeof DeviceStatus;', 'export type DeviceStatusValue = (typeof DeviceStatus)[DeviceStatusName];', '');
@@ -159,19 +178,21 @@ function genMd(p) {
   L.push('## Flow', '', 'One exchange in flight per device: the host sends a request, the device answers with its reply or with',
     '`ERROR{code, detail}`. Every request is idempotent: a retry (same seq) gets the same answer, and a step already done',
     'returns the same result rather than doing it again. A session starts with HELLO; BENCH_AUTH must succeed in the',
-    'session before KEYGEN, COGEN, INSTALL or COMMIT (else NOT_AUTHENTICATED).', '');
+    'session before KEYGEN, COGEN, INSTALL, COMMIT or RESET (else NOT_AUTHENTICATED).', '');
   L.push('```', 'host                              device', 'HELLO{version}          ───────▶',
     '                        ◀─────── INFO{model, serial, firmware, capabilities, state, challenge}',
     'BENCH_AUTH{challenge, bench_key, signature} ─▶   (device checks the pinned provisioner key)',
     '                        ◀─────── BENCH_AUTH_OK{state}',
-    'KEYGEN{keys}            ───────▶   keys made on the device, never leave it',
+    'KEYGEN{keys, time}      ───────▶   keys made on the device, never leave it',
     '                        ◀─────── PUBKEYS{signature_key, encryption_key, authentication_key, device_profile}',
-    'COGEN{contribution}     ───────▶   contribution encrypted to the device',
-    '                        ◀─────── PROOF{composite keys, proof}',
+    'COGEN{contribution, time} ─────▶   contribution sealed to the device',
+    '                        ◀─────── PROOF{composite keys, proof, device_profile}',
     'INSTALL{connection, config} ───▶   admin-signed connection, encrypted configuration',
     '                        ◀─────── ACK{state}',
     'COMMIT{record_digest}   ───────▶',
-    '                        ◀─────── RECEIPT{signature}', '```', '');
+    '                        ◀─────── RECEIPT{signature}',
+    'RESET{serial}           ───────▶   (restart an interrupted enrollment; never once COMMITTED)',
+    '                        ◀─────── ACK{state}', '```', '');
   L.push('## Serial frames', '',
     'A frame is COBS-encoded (Wikipedia reference encoder: no extra 0x01 block after a final full 254-byte block; a',
     'decoder accepts it anyway) and followed by one 0x00. Decoded:', '',
@@ -217,6 +238,17 @@ function genMd(p) {
     for (const f of m.fields) L.push(`| ${f.key} | ${f.name} | ${f.type} | ${f.required ? 'yes' : 'no'} | ${f.doc} |`);
     L.push('');
   }
+  L.push('## Allowed states', '',
+    'The device keeps one persistent state (flash) and, per session, whether the bench authenticated. A request in a state',
+    'not listed gets BAD_STATE; a request that needs authentication before BENCH_AUTH succeeded in the session gets',
+    'NOT_AUTHENTICATED (INFO reports AUTHENTICATED for a FACTORY device whose bench authenticated). Every transition is',
+    'written to flash before the reply is sent. Payload formats, the sealed box, the proofs and the record: [enrollment.md](enrollment.md).', '');
+  const persistent = p.states.filter((st) => st.name !== 'AUTHENTICATED');
+  L.push(`| request | auth | ${persistent.map((st) => st.name).join(' | ')} | effect |`, `|---|---|${persistent.map(() => '---|').join('')}---|`);
+  for (const m of p.messages.filter((x) => x.direction === 'host')) {
+    L.push(`| ${m.name} | ${m.auth ? 'yes' : 'no'} | ${persistent.map((st) => (m.states.includes(st.name) ? '✓' : 'BAD_STATE')).join(' | ')} | ${m.effect} |`);
+  }
+  L.push('');
   L.push('## Device states', '', '| value | name | meaning |', '|---|---|---|');
   for (const s of p.states) L.push(`| ${s.value} | ${s.name} | ${s.doc} |`);
   L.push('', '## Status codes', '', 'Bands: ' + p.bands.map((b) => `${b.name} ${b.min}–${b.max}`).join(', ') + '.', '', '| code | name | band | meaning |', '|---|---|---|---|');

@@ -95,6 +95,23 @@ typedef enum mk_status {
 #define MK_KEY_ENCRYPTION (1u << 1) /* the device encryption key */
 #define MK_KEY_AUTHENTICATION (1u << 2) /* the device authentication key */
 
+/* requests: the persistent states that accept them (bitmask of 1u << state; any other state -> BAD_STATE)
+ * and whether BENCH_AUTH must have succeeded in the session first (else NOT_AUTHENTICATED) */
+#define MK_ALLOWED_HELLO ((1u << MK_STATE_FACTORY) | (1u << MK_STATE_KEYS_GENERATED) | (1u << MK_STATE_COGENERATED) | (1u << MK_STATE_INSTALLED) | (1u << MK_STATE_COMMITTED)) /* opens a session in any state */
+#define MK_AUTH_HELLO 0
+#define MK_ALLOWED_BENCH_AUTH ((1u << MK_STATE_FACTORY) | (1u << MK_STATE_KEYS_GENERATED) | (1u << MK_STATE_COGENERATED) | (1u << MK_STATE_INSTALLED) | (1u << MK_STATE_COMMITTED)) /* after HELLO, in any state */
+#define MK_AUTH_BENCH_AUTH 0
+#define MK_ALLOWED_KEYGEN ((1u << MK_STATE_FACTORY) | (1u << MK_STATE_KEYS_GENERATED) | (1u << MK_STATE_COGENERATED) | (1u << MK_STATE_INSTALLED) | (1u << MK_STATE_COMMITTED)) /* FACTORY: generate, → KEYS_GENERATED; later: the same base keys again */
+#define MK_AUTH_KEYGEN 1
+#define MK_ALLOWED_COGEN ((1u << MK_STATE_KEYS_GENERATED) | (1u << MK_STATE_COGENERATED) | (1u << MK_STATE_INSTALLED) | (1u << MK_STATE_COMMITTED)) /* KEYS_GENERATED: → COGENERATED; later: only the same contribution box again */
+#define MK_AUTH_COGEN 1
+#define MK_ALLOWED_INSTALL ((1u << MK_STATE_COGENERATED) | (1u << MK_STATE_INSTALLED) | (1u << MK_STATE_COMMITTED)) /* COGENERATED: → INSTALLED; later: only the same bytes again */
+#define MK_AUTH_INSTALL 1
+#define MK_ALLOWED_COMMIT ((1u << MK_STATE_INSTALLED) | (1u << MK_STATE_COMMITTED)) /* INSTALLED: → COMMITTED; later: only the same record digest again */
+#define MK_AUTH_COMMIT 1
+#define MK_ALLOWED_RESET ((1u << MK_STATE_FACTORY) | (1u << MK_STATE_KEYS_GENERATED) | (1u << MK_STATE_COGENERATED) | (1u << MK_STATE_INSTALLED)) /* → FACTORY, every key and digest wiped; never once COMMITTED */
+#define MK_AUTH_RESET 1
+
 /* CBOR map keys of each message: MK_F_<MESSAGE>_<FIELD> */
 #define MK_F_HELLO_VERSION 1 /* uint */
 #define MK_F_INFO_MODEL 1 /* tstr */

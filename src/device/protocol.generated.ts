@@ -114,6 +114,18 @@ export const DeviceState = {
 export type DeviceStateName = keyof typeof DeviceState;
 export type DeviceStateValue = (typeof DeviceState)[DeviceStateName];
 
+/** For each request: the persistent states that accept it (any other → BAD_STATE), whether BENCH_AUTH must come first
+ * (else NOT_AUTHENTICATED), and what it does (docs/enrollment.md). */
+export const RequestRules = {
+  HELLO: { auth: false, states: ['FACTORY', 'KEYS_GENERATED', 'COGENERATED', 'INSTALLED', 'COMMITTED'], effect: "opens a session in any state" },
+  BENCH_AUTH: { auth: false, states: ['FACTORY', 'KEYS_GENERATED', 'COGENERATED', 'INSTALLED', 'COMMITTED'], effect: "after HELLO, in any state" },
+  KEYGEN: { auth: true, states: ['FACTORY', 'KEYS_GENERATED', 'COGENERATED', 'INSTALLED', 'COMMITTED'], effect: "FACTORY: generate, → KEYS_GENERATED; later: the same base keys again" },
+  COGEN: { auth: true, states: ['KEYS_GENERATED', 'COGENERATED', 'INSTALLED', 'COMMITTED'], effect: "KEYS_GENERATED: → COGENERATED; later: only the same contribution box again" },
+  INSTALL: { auth: true, states: ['COGENERATED', 'INSTALLED', 'COMMITTED'], effect: "COGENERATED: → INSTALLED; later: only the same bytes again" },
+  COMMIT: { auth: true, states: ['INSTALLED', 'COMMITTED'], effect: "INSTALLED: → COMMITTED; later: only the same record digest again" },
+  RESET: { auth: true, states: ['FACTORY', 'KEYS_GENERATED', 'COGENERATED', 'INSTALLED'], effect: "→ FACTORY, every key and digest wiped; never once COMMITTED" },
+} as const satisfies Partial<Record<MessageTypeName, { auth: boolean; states: readonly DeviceStateName[]; effect: string }>>;
+
 /** Status codes shared with the C firmware (ERROR.code, DeviceError.status), in numeric bands. */
 export const DeviceStatus = {
   /** ok: success */
