@@ -143,7 +143,9 @@ describe.skipIf(hsm === undefined)('Pkcs11Module on SoftHSM2', () => {
     const slot = await m.findToken({ token: 'beta' });
     const s = Pkcs11Session.open(m, slot);
     await s.login(new TextEncoder().encode('2222'));
-    await s.login(new TextEncoder().encode('wrong')); // already logged in: the PIN is not even used
+    await s.login(new TextEncoder().encode('2222')); // already logged in: the same PIN passes…
+    // …and another is refused, without a try at the token
+    await expect(s.login(new TextEncoder().encode('wrong'))).rejects.toMatchObject({ code: ErrorCode.PKCS11_PIN_INCORRECT });
     expect(s.find([]).length).toBe(0);
     await s.close();
     await s.close();

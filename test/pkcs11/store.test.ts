@@ -274,19 +274,20 @@ describe.skipIf(hsm === undefined)('Pkcs11KeyStore on SoftHSM2', () => {
       return enc('1234');
     });
     try {
-      // 0: the token is already logged in through the store of beforeEach (login is per token)
-      expect(asked).toBe(0);
+      // 1: the token is already logged in through the store of beforeEach (login is per token), and the PIN given
+      // here is still checked against that login
+      expect(asked).toBe(1);
       const k = await s.generate(label('always'), 'Ed25519', { alwaysAuthenticate: true });
       const data = enc('always authenticate');
       const pub = publicKeyObject(publicKeyFromJwk(k.info.publicJwk));
       expect(nodeVerify(null, data, pub, await k.signer().sign(data))).toBe(true);
-      expect(asked).toBe(1);
-      expect(nodeVerify(null, data, pub, await (await s.get(k.info.label)).signer().sign(data))).toBe(true);
       expect(asked).toBe(2);
+      expect(nodeVerify(null, data, pub, await (await s.get(k.info.label)).signer().sign(data))).toBe(true);
+      expect(asked).toBe(3);
       // a key without CKA_ALWAYS_AUTHENTICATE does not ask
       const plain = await s.generate(label('plain'), 'Ed25519');
       await plain.signer().sign(data);
-      expect(asked).toBe(2);
+      expect(asked).toBe(3);
     } finally {
       await s.close();
     }
@@ -435,6 +436,28 @@ describe.skipIf(hsm === undefined)('login faults on SoftHSM2', () => {
     const s = await Pkcs11KeyStore.open(h.uri('pins'), enc('2468'));
     expect(s.tokenInfo().pinStatus.countLow).toBe(false);
     await s.close();
+  });
+
+  it('a second store on an already logged-in token is held to the same PIN (checked in memory, no try counted)', async () => {
+    const first = await Pkcs11KeyStore.open(h.uri('pins'), enc('2468'));
+    try {
+      const e = (await Pkcs11KeyStore.open(h.uri('pins'), enc('1111')).catch((x: unknown) => x)) as Pkcs11Error;
+      expect(e).toBeInstanceOf(Pkcs11Error);
+      expect(e.code).toBe(ErrorCode.PKCS11_PIN_INCORRECT);
+      expect(e.message).toMatch(/not the PIN this process logged in with/);
+      // the token was not asked: it does not report a failed try
+      expect(first.tokenInfo().pinStatus.countLow).toBe(false);
+      let asked = 0;
+      const second = await Pkcs11KeyStore.open(h.uri('pins'), () => {
+        asked++;
+        return Promise.resolve(enc('2468'));
+      });
+      expect(asked).toBe(1);
+      expect((await second.list()).length).toBeGreaterThanOrEqual(0);
+      await second.close();
+    } finally {
+      await first.close();
+    }
   });
 
   it('an empty PIN or a failing PIN source: KeyStoreError ERR_SECRET_SOURCE', async () => {

@@ -3,7 +3,8 @@
  *
  * A {@link Pkcs11Session} closes exactly once (`close()` is idempotent, `await using` works), and
  * {@link withSession} closes in `finally`. Login is per token in PKCS#11 (all sessions of the
- * process share it), so `CKR_USER_ALREADY_LOGGED_IN` counts as success. A wrong PIN is reported with
+ * process share it), so `CKR_USER_ALREADY_LOGGED_IN` counts as success — once the PIN given matches the one
+ * this process logged in with (compared in memory, the token is not asked). A wrong PIN is reported with
  * what the token says afterwards about the remaining tries (CK_TOKEN_INFO flags).
  *
  * PINs: the bytes are decoded as UTF-8 and handed to pkcs11js as a string (its API); the string
@@ -14,6 +15,7 @@
  * (PKCS#11 forbids concurrent use of a session), callers waiting for a free session are served
  * first in, first out, and `close()` waits for the operations in flight before closing the sessions.
  */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type * as pkcs11js from 'pkcs11js';
 import { abytes, wipe } from '../../core/bytes.js';
 import { ErrorCode, KeyStoreError, Pkcs11Error, type PinStatus } from '../../core/errors.js';
@@ -80,6 +82,27 @@ export function loginError(e: unknown, lib: pkcs11js.PKCS11, slot: Buffer, token
   return toPkcs11Error(e, 'C_Login', `${userType} login to token ${JSON.stringify(tokenLabel)}`, pinStatus);
 }
 
+/**
+ * Per process: an HMAC (under a random per-process key) of the PIN each token was logged in with, so that a
+ * second store on an already logged-in token can be held to the same PIN without asking the token.
+ */
+const loginVerifiers = new WeakMap<pkcs11js.PKCS11, Map<string, Buffer>>();
+const VERIFIER_KEY = randomBytes(32);
+
+function slotKey(slot: Buffer): string {
+  return slot.toString('hex');
+}
+
+function pinVerifier(pin: string): Buffer {
+  return createHmac('sha256', VERIFIER_KEY).update(pin, 'utf8').digest();
+}
+
+function rememberLogin(lib: pkcs11js.PKCS11, slot: Buffer, pin: string): void {
+  let bySlot = loginVerifiers.get(lib);
+  if (bySlot === undefined) loginVerifiers.set(lib, (bySlot = new Map()));
+  bySlot.set(slotKey(slot), pinVerifier(pin));
+}
+
 /** An open PKCS#11 session. Close it (or `await using`) when done. */
 export class Pkcs11Session implements AsyncDisposable {
   readonly module: Pkcs11Module;
@@ -130,11 +153,16 @@ export class Pkcs11Session implements AsyncDisposable {
     const lib = this.lib;
     const info = readTokenInfo(lib, this.slot.handle);
     if (!info.loginRequired) return;
+    let loggedIn: boolean;
     try {
       const state = lib.C_GetSessionInfo(this.handle).state;
-      if (state === CKS_RO_USER_FUNCTIONS || state === CKS_RW_USER_FUNCTIONS) return;
+      loggedIn = state === CKS_RO_USER_FUNCTIONS || state === CKS_RW_USER_FUNCTIONS;
     } catch (e) {
       throw toPkcs11Error(e, 'C_GetSessionInfo', `token ${JSON.stringify(this.tokenLabel)}`);
+    }
+    if (loggedIn) {
+      await this.#checkAgainstLogin(pin);
+      return;
     }
     if (info.pinStatus.locked) {
       throw new Pkcs11Error(
@@ -143,14 +171,36 @@ export class Pkcs11Session implements AsyncDisposable {
         { operation: 'C_GetTokenInfo', pinStatus: info.pinStatus },
       );
     }
+    let already = false;
     await withPin(pin, (p) => {
       try {
         lib.C_Login(this.handle, pk('CKU_USER'), p);
+        rememberLogin(lib, this.slot.handle, p);
       } catch (e) {
-        if (isCkr(e, 'CKR_USER_ALREADY_LOGGED_IN')) return;
-        throw loginError(e, lib, this.slot.handle, this.tokenLabel);
+        if (!isCkr(e, 'CKR_USER_ALREADY_LOGGED_IN')) throw loginError(e, lib, this.slot.handle, this.tokenLabel);
+        already = true;
       }
     });
+    if (already) await this.#checkAgainstLogin(pin);
+  }
+
+  /**
+   * The token is already logged in (login state is per token and per process in PKCS#11): the PIN given now is
+   * compared with the one this process logged in with, so a store opened later with a wrong PIN is refused even
+   * though the token would not ask. Nothing is sent to the token, so no try is counted. A login this process did
+   * not make through {@link login} (another library in the process) cannot be checked and is accepted as before.
+   */
+  async #checkAgainstLogin(pin: SecretSource): Promise<void> {
+    const expected = loginVerifiers.get(this.module.lib)?.get(slotKey(this.slot.handle));
+    if (expected === undefined) return;
+    const same = await withPin(pin, (p) => timingSafeEqual(pinVerifier(p), expected));
+    if (!same) {
+      throw new Pkcs11Error(
+        ErrorCode.PKCS11_PIN_INCORRECT,
+        `user PIN incorrect for token ${JSON.stringify(this.tokenLabel)}: it is not the PIN this process logged in with (the token was not asked, no try was counted)`,
+        { operation: 'C_Login' },
+      );
+    }
   }
 
   /**
