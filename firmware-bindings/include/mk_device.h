@@ -6,10 +6,16 @@
  * bytes with the same seq. Every failure the host should hear about is a reply ERROR{code, detail}; only caller
  * mistakes (NULL pointers, a too small reply buffer) are negative returns.
  *
- * Implemented now: HELLO -> INFO (a fresh 32-byte challenge per session), BENCH_AUTH -> BENCH_AUTH_OK through the
- * platform's bench_verify hook, the persistent state (FACTORY..COMMITTED, in the platform's state blob), the
- * order of checks below, and idempotent retries. KEYGEN, COGEN, INSTALL and COMMIT pass the state checks and then
- * answer ERROR{UNKNOWN_MESSAGE, "<NAME> not implemented by this firmware"}.
+ * Requests (docs/enrollment.md is the contract, byte for byte): HELLO -> INFO (a fresh 32-byte challenge per
+ * session), BENCH_AUTH -> BENCH_AUTH_OK through the platform's bench_verify hook, KEYGEN -> PUBKEYS (three raw
+ * scalars made on the device and the base Device Profile), COGEN -> PROOF (the sealed bench contribution opened
+ * with the base encryption key, composite keys checked against the expected ones, proof of possession and the
+ * composite Device Profile), INSTALL -> ACK (admin-signed connection naming this device, configuration sealed to
+ * the composite encryption key), COMMIT -> RECEIPT (signature over the record digest), RESET -> ACK (back to
+ * FACTORY unless COMMITTED). Every transition is written to flash (one atomic blob, versioned, CRC-32C) before the
+ * reply is built, and a flash failure leaves the state in RAM and in flash unchanged (ERROR{FLASH}). Repeating a
+ * step answers from the stored state (same keys; KEYGEN/COGEN/INSTALL/COMMIT with other inputs -> BAD_STATE).
+ * Secret scalars live in the device struct (the key store) and are wiped from the stack on every path.
  *
  * Order of checks for a request:
  *   1. the same (type, seq, bytes) as the previous request -> the previous reply again, byte for byte;
@@ -17,9 +23,10 @@
  *   3. the message must be one item of the CBOR subset (mk_cbor_validate) -> CBOR_INVALID / CBOR_NONCANONICAL,
  *      a map -> WRONG_TYPE, its required fields present -> MISSING_FIELD and of the right type -> WRONG_TYPE
  *      (detail names the field, e.g. "HELLO.version: expected uint");
- *   4. state: BENCH_AUTH before HELLO, or a request not allowed in the device's state -> BAD_STATE; KEYGEN,
- *      COGEN, INSTALL, COMMIT without BENCH_AUTH in this session -> NOT_AUTHENTICATED;
- *   5. the handler.
+ *   4. state: BENCH_AUTH before HELLO, or a request not allowed in the device's state (the table of
+ *      docs/enrollment.md) -> BAD_STATE; KEYGEN, COGEN, INSTALL, COMMIT, RESET without BENCH_AUTH in this session
+ *      -> NOT_AUTHENTICATED;
+ *   5. the handler (its own checks: field lengths, idempotence against the stored digests, crypto, flash).
  *
  * No malloc, no global state; one mk_device per device, not thread-safe.
  */
@@ -41,8 +48,32 @@ extern "C" {
 #define MK_DEVICE_IDENTITY_MAX 64u
 /* Largest reply kept for retries; every reply of this firmware fits. */
 #ifndef MK_DEVICE_REPLY_CACHE
-#define MK_DEVICE_REPLY_CACHE 512u
+#define MK_DEVICE_REPLY_CACHE MK_MAX_MESSAGE
 #endif
+/* Longest account (Master Profile identifier) and device identifier a connection may carry (bytes). */
+#define MK_DEVICE_ACCOUNT_MAX 128u
+#define MK_DEVICE_ID_MAX 64u
+/* Scratch space of the device (flash blob, decrypted configuration, Device Profile payload). */
+#define MK_DEVICE_WORK MK_PLATFORM_STATE_MAX
+
+/* The persistent state, as loaded from and written to flash (see mk_device.c for the blob layout). */
+typedef struct mk_device_store {
+    uint8_t state;
+    uint64_t keygen_time;  /* KEYGEN.time of the KEYGEN that made the keys (a record; replies use each message's) */
+    uint64_t cogen_time;   /* COGEN.time of the accepted COGEN (a record) */
+    uint8_t base[3][32];   /* base scalars: signature, encryption, authentication (secret) */
+    uint8_t comp[3][32];   /* composite scalars (secret) */
+    uint8_t cogen_digest[32];   /* SHA-512(contribution box)[0..32] */
+    uint8_t install_digest[32]; /* SHA-512(connection || config)[0..32] */
+    uint8_t record_digest[64];  /* COMMIT.record_digest */
+    uint8_t admin_key[32];
+    uint8_t account_len;
+    uint8_t device_id_len;
+    uint16_t config_len;
+    char account[MK_DEVICE_ACCOUNT_MAX];
+    char device_id[MK_DEVICE_ID_MAX]; /* the composite Device Profile identifier */
+    uint8_t config[MK_MAX_CONFIG];
+} mk_device_store;
 /* A reply buffer of this size always suffices. */
 #define MK_DEVICE_REPLY_MAX MK_DEVICE_REPLY_CACHE
 
@@ -60,7 +91,7 @@ typedef struct mk_device_identity {
 typedef struct mk_device {
     mk_platform platform;
     mk_device_identity id;
-    uint8_t state;         /* persistent state (never MK_STATE_AUTHENTICATED) */
+    uint8_t state;         /* persistent state (never MK_STATE_AUTHENTICATED); equals store.state */
     uint8_t session;       /* 1 after HELLO */
     uint8_t authenticated; /* 1 after BENCH_AUTH in this session */
     uint8_t challenge[MK_DEVICE_CHALLENGE_LEN];
@@ -73,12 +104,14 @@ typedef struct mk_device {
     size_t last_request_len;
     size_t last_reply_len;
     uint8_t last_reply[MK_DEVICE_REPLY_CACHE];
+    mk_device_store store;
+    uint8_t work[MK_DEVICE_WORK]; /* scratch; wiped after each request */
 } mk_device;
 
 /* Initialise dev: check the platform (every required hook set) and identity, and load the persistent state from
  * the platform's state blob (an empty store is a factory-fresh device). Returns 0; -MK_ERR_BAD_LENGTH for a NULL
  * argument, a missing hook, or an identity string that is NULL, too long or not UTF-8; -MK_ERR_FLASH when the
- * blob cannot be read or is corrupt (bad magic, version, CRC or state). */
+ * blob cannot be read or is corrupt (bad magic, version, length, CRC, state or an invalid stored scalar). */
 int mk_device_init(mk_device *dev, const mk_platform *platform, const mk_device_identity *identity);
 
 /* Handle one request message (type, seq, msg[0..len)) and write the reply into out (capacity cap):
@@ -94,6 +127,9 @@ uint8_t mk_device_state(const mk_device *dev);
 
 /* Forget the session (as after a reset or unplug): no challenge, not authenticated, no cached reply. */
 void mk_device_end_session(mk_device *dev);
+
+/* Wipe every secret the device holds in RAM (before it is freed); the stored blob is untouched. */
+void mk_device_wipe(mk_device *dev);
 
 #ifdef __cplusplus
 }

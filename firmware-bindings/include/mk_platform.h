@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 /* Largest state blob the device reads or writes. */
-#define MK_PLATFORM_STATE_MAX 1024u
+#define MK_PLATFORM_STATE_MAX 2048u
 
 typedef struct mk_platform {
     /* Opaque context handed back to every hook. */

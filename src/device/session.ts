@@ -2,19 +2,21 @@
  * The host side of one device conversation over a {@link Transport}: request → reply exchanges with one exchange
  * in flight, per-exchange timeouts and retries (docs/protocol.md "Flow").
  *
- * A request is CBOR-encoded (cbor.ts) and framed (framing.ts); replies are reassembled with {@link FrameDecoder}
- * and matched by seq. A retry resends the SAME seq — safe because every device step is idempotent (the device
+ * A request is CBOR-encoded (cbor.ts) and put on the wire by a {@link SessionCodec}: serial COBS frames by default
+ * ({@link serialCodec}), or 64-byte HID reports ({@link hidCodec}; the HID message body is `seq ‖ CBOR`,
+ * docs/protocol-framing.md "HID reports"). Replies are reassembled by the same codec and matched by seq.
+ * A retry resends the SAME seq — safe because every device step is idempotent (the device
  * answers a repeated request with the same result). Corrupted or stray frames are dropped (and reported to
  * `onFrameError`); the retry recovers. An ERROR reply becomes a {@link DeviceReplyError} whose `status` is the
  * device's code; a request that gets no reply becomes a {@link DeviceTimeoutError} naming the message.
  */
-import { aint } from '../core/bytes.js';
+import { abytes, aint } from '../core/bytes.js';
 import { DeviceError, ErrorCode } from '../core/errors.js';
 import { decodeCbor, encodeCbor } from './cbor.js';
 import type { CborInput, CborValue } from './cbor.js';
-import { encodeFrames, FrameDecoder, statusName } from './framing.js';
-import type { FramedMessage } from './framing.js';
-import { MessageType, MessageTypeNames, Replies } from './protocol.generated.js';
+import { deviceError, encodeFrames, encodeReports, FrameDecoder, HidReassembler, statusName } from './framing.js';
+import type { DecodeEvent, FramedMessage } from './framing.js';
+import { Limits, MessageType, MessageTypeNames, Replies } from './protocol.generated.js';
 import type { MessageTypeName } from './protocol.generated.js';
 import { DeviceDisconnectedError, TransportClosedError } from './transport/types.js';
 import type { Transport } from './transport/types.js';
@@ -23,6 +25,104 @@ import type { Transport } from './transport/types.js';
 export const DEFAULT_TIMEOUT_MS = 2000;
 /** Default number of resends after the first attempt. */
 export const DEFAULT_RETRIES = 2;
+
+/**
+ * How messages are put on a transport and taken off it. A codec keeps reassembly state for one link; give each
+ * session its own.
+ */
+export interface SessionCodec {
+  /** A short name for messages ("serial", "hid"). */
+  readonly name: string;
+  /** The largest CBOR message this codec carries, in bytes. */
+  readonly maxMessage: number;
+  /**
+   * The wire bytes of one message, ready for `Transport.send`.
+   * @throws TypeError / RangeError for a wrong type, seq or message (e.g. longer than `maxMessage`)
+   */
+  encode(type: number, seq: number, message: Uint8Array): Uint8Array;
+  /** Feeds received bytes (any split); returns the messages completed and the errors, in order. */
+  push(bytes: Uint8Array): DecodeEvent<FramedMessage>[];
+  /** Forgets any partial message. */
+  reset(): void;
+}
+
+/**
+ * The serial codec: COBS frames with CRC-32C (framing.ts {@link encodeFrames} / {@link FrameDecoder}); the
+ * session's default.
+ * @returns a fresh codec
+ */
+export function serialCodec(): SessionCodec {
+  const decoder = new FrameDecoder();
+  return {
+    name: 'serial',
+    maxMessage: Limits.MAX_MESSAGE,
+    encode: (type, seq, message) => concatFrames(encodeFrames(type, seq, message)),
+    push: (bytes) => decoder.push(bytes),
+    reset: () => decoder.reset(),
+  };
+}
+
+/** The channel id the host uses on HID when none is given (the device answers on the request's channel). */
+export const HID_DEFAULT_CID = 0x4d4b0001;
+
+/** Options of {@link hidCodec}. */
+export interface HidCodecOptions {
+  /** Channel id of every report, 1–0xFFFFFFFE (default {@link HID_DEFAULT_CID}). */
+  readonly cid?: number;
+}
+
+/**
+ * The HID codec: 64-byte init/continuation reports (framing.ts {@link encodeReports} / {@link HidReassembler}).
+ * HID reports have no seq field, so the HID message body is `seq (1 byte) ‖ CBOR message` and BCNT counts both
+ * (docs/protocol-framing.md "HID reports"); the largest CBOR message is therefore 4095 bytes. Received bytes are
+ * cut into 64-byte reports whatever the transport's chunking.
+ * @param options the channel id
+ * @returns a fresh codec
+ * @throws TypeError / RangeError when cid is not an integer in 1–0xFFFFFFFE
+ */
+export function hidCodec(options: HidCodecOptions = {}): SessionCodec {
+  const cid = aint(options.cid ?? HID_DEFAULT_CID, 'cid', 1, 0xfffffffe);
+  const reassembler = new HidReassembler(cid);
+  const size = Limits.HID_REPORT_SIZE;
+  let partial = new Uint8Array(0);
+  return {
+    name: 'hid',
+    maxMessage: Limits.MAX_MESSAGE - 1,
+    encode: (type, seq, message) => {
+      aint(seq, 'seq', 0, 0xff);
+      abytes(message, 'message');
+      if (message.length > Limits.MAX_MESSAGE - 1) {
+        throw new RangeError(`"message" expected at most ${Limits.MAX_MESSAGE - 1} bytes on HID, got length=${message.length}`);
+      }
+      const body = new Uint8Array(message.length + 1);
+      body[0] = seq;
+      body.set(message, 1);
+      return concatFrames(encodeReports(cid, type, body));
+    },
+    push: (bytes) => {
+      const all = partial.length === 0 ? bytes : concatFrames([partial, bytes]);
+      const events: DecodeEvent<FramedMessage>[] = [];
+      let offset = 0;
+      for (; offset + size <= all.length; offset += size) {
+        for (const event of reassembler.push(all.subarray(offset, offset + size))) {
+          if (event.kind === 'error') events.push(event);
+          else if (event.message.payload.length === 0) {
+            events.push({ kind: 'error', error: deviceError('BAD_LENGTH', 'HID message without its seq byte (BCNT 0)') });
+          } else {
+            const { type, payload } = event.message;
+            events.push({ kind: 'message', message: { type, seq: payload[0] as number, payload: payload.slice(1) } });
+          }
+        }
+      }
+      partial = all.slice(offset);
+      return events;
+    },
+    reset: () => {
+      partial = new Uint8Array(0);
+      reassembler.reset();
+    },
+  };
+}
 
 /** Per-exchange options. */
 export interface ExchangeOptions {
@@ -38,6 +138,8 @@ export interface DeviceSessionOptions extends ExchangeOptions {
   readonly firstSeq?: number;
   /** Told about every frame the decoder dropped (bad CRC, malformed, out of order…). */
   readonly onFrameError?: (error: DeviceError) => void;
+  /** How messages go on the wire (default: a fresh {@link serialCodec}; {@link hidCodec} for HID devices). */
+  readonly codec?: SessionCodec;
 }
 
 /** A reply from the device. */
@@ -119,7 +221,7 @@ function errorFields(payload: CborValue): { code: number | undefined; detail: st
  */
 export class DeviceSession implements AsyncDisposable {
   readonly #transport: Transport;
-  readonly #decoder = new FrameDecoder();
+  readonly #codec: SessionCodec;
   readonly #timeoutMs: number;
   readonly #retries: number;
   readonly #onFrameError: ((error: DeviceError) => void) | undefined;
@@ -132,7 +234,7 @@ export class DeviceSession implements AsyncDisposable {
 
   /**
    * @param transport the link to the device; the session owns it from now on (closes it in `close()`)
-   * @param options default timeout and retries, the first seq, a frame-error observer
+   * @param options default timeout and retries, the first seq, a frame-error observer, the codec
    * @throws TypeError / RangeError for a wrong option
    */
   constructor(transport: Transport, options: DeviceSessionOptions = {}) {
@@ -147,6 +249,11 @@ export class DeviceSession implements AsyncDisposable {
       throw new TypeError('"onFrameError" expected a function');
     }
     this.#onFrameError = options.onFrameError;
+    const codec = options.codec ?? serialCodec();
+    if (typeof codec !== 'object' || codec === null || typeof codec.encode !== 'function' || typeof codec.push !== 'function') {
+      throw new TypeError('"codec" expected a SessionCodec');
+    }
+    this.#codec = codec;
     this.#unsubscribe.push(transport.onData((bytes) => this.#receive(bytes)));
     this.#unsubscribe.push(
       transport.onClose((reason) => {
@@ -178,7 +285,7 @@ export class DeviceSession implements AsyncDisposable {
    * @throws DeviceDisconnectedError when the device went away; TransportClosedError after close()
    * @throws DeviceProtocolError when the reply has the right seq but the wrong type, or is not valid CBOR
    * @throws TypeError / RangeError for an unknown type name, a bad option, or a message that cannot be encoded or is
-   *   larger than 4096 bytes
+   *   larger than the codec carries (4096 bytes serial, 4095 HID)
    */
   exchange(type: MessageTypeName | number, message: CborInput, options: ExchangeOptions = {}): Promise<DeviceReply> {
     let code: number;
@@ -231,9 +338,8 @@ export class DeviceSession implements AsyncDisposable {
     const timeoutMs = aint(options.timeoutMs ?? this.#timeoutMs, 'timeoutMs', 1, 600_000);
     const retries = aint(options.retries ?? this.#retries, 'retries', 0, 100);
     const seq = this.#seq;
-    const frames = encodeFrames(code, seq, encodeCbor(message));
+    const wire = this.#codec.encode(code, seq, encodeCbor(message));
     this.#seq = (seq + 1) & 0xff;
-    const wire = concatFrames(frames);
     const replyName = (Replies as Readonly<Record<string, string>>)[request];
     const expect = replyName === undefined ? undefined : (MessageType as Readonly<Record<string, number>>)[replyName];
     const attempts = retries + 1;
@@ -278,7 +384,7 @@ export class DeviceSession implements AsyncDisposable {
   }
 
   #receive(bytes: Uint8Array): void {
-    for (const event of this.#decoder.push(bytes)) {
+    for (const event of this.#codec.push(bytes)) {
       if (event.kind === 'error') {
         this.#onFrameError?.(event.error);
         continue;

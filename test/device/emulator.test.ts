@@ -151,7 +151,7 @@ describe.skipIf(reason !== undefined)('C device emulator on a socat pty pair', (
   });
 
   it('KEYGEN without BENCH_AUTH gets ERROR{NOT_AUTHENTICATED}', async () => {
-    const reply = await exchange(MessageType.KEYGEN, 5, encodeCbor(new Map([[1, 7]])));
+    const reply = await exchange(MessageType.KEYGEN, 5, encodeCbor(new Map([[1, 7], [2, Math.floor(Date.now() / 1000)]])));
     expect(reply.type).toBe(MessageType.ERROR);
     expect(asMap(decodeCbor(reply.payload)).get(1)).toBe(DeviceStatus.NOT_AUTHENTICATED);
   });
