@@ -10,6 +10,8 @@ import { registerCeremonyCommands } from './ceremony.js';
 import { registerEscrowCommands } from './escrow.js';
 import { registerPortalCommands } from './portal.js';
 import { registerAdminCommands } from './admin.js';
+import { registerBenchCommands } from './bench.js';
+import { registerDeviceCommands } from './device.js';
 
 export function registerCommands(program: Command): void {
   registerUdfCommands(program);
@@ -22,4 +24,6 @@ export function registerCommands(program: Command): void {
   registerEscrowCommands(program);
   registerPortalCommands(program);
   registerAdminCommands(program);
+  registerBenchCommands(program);
+  registerDeviceCommands(program);
 }

@@ -200,3 +200,46 @@ export class SerialTransport implements Transport {
     if (this.#events.closed || this.#closing !== undefined) throw this.#closedError();
   }
 }
+
+/** One serial device the system knows of, with its USB identity when it has one. */
+export interface SerialPortInfo {
+  /** The device path (`/dev/ttyACM0`). */
+  readonly path: string;
+  /** USB vendor id, 4 lowercase hex digits, when the device is on USB. */
+  readonly vendorId?: string;
+  /** USB product id, 4 lowercase hex digits. */
+  readonly productId?: string;
+  /** USB serial number string, when reported. */
+  readonly serialNumber?: string;
+  /** Manufacturer string, when reported. */
+  readonly manufacturer?: string;
+}
+
+/**
+ * Lists the serial devices of the system (serialport's enumeration: udev on Linux), for discovery by VID/PID.
+ * Ptys are not listed (they have no USB identity): name them with their path.
+ * @returns the ports, sorted by path
+ * @throws DeviceError (`ERR_DEVICE`) when the enumeration fails
+ */
+export async function listSerialPorts(): Promise<SerialPortInfo[]> {
+  let ports;
+  try {
+    ports = await SerialPort.list();
+  } catch (e) {
+    throw new DeviceError(ErrorCode.DEVICE, `cannot list serial ports: ${(e as Error).message}`, undefined, { cause: e });
+  }
+  const hex = (s: string | undefined): string | undefined => (s === undefined || s === '' ? undefined : s.toLowerCase().replace(/^0x/, '').padStart(4, '0'));
+  return ports
+    .map((p) => {
+      const vendorId = hex(p.vendorId);
+      const productId = hex(p.productId);
+      return {
+        path: p.path,
+        ...(vendorId === undefined ? {} : { vendorId }),
+        ...(productId === undefined ? {} : { productId }),
+        ...(p.serialNumber === undefined || p.serialNumber === '' ? {} : { serialNumber: p.serialNumber }),
+        ...(p.manufacturer === undefined || p.manufacturer === '' ? {} : { manufacturer: p.manufacturer }),
+      };
+    })
+    .sort((a, b) => a.path.localeCompare(b.path));
+}
