@@ -767,15 +767,36 @@ static int handle_reset(mk_device *dev, const field_val *v, reply *rp, detail_bu
 
 /* ---------------------------------------------------------------- dispatch */
 
-/* Is the request allowed in this persistent state (docs/enrollment.md; HELLO, BENCH_AUTH: always)? */
+/* Is the request allowed in this persistent state? The masks are generated from protocol.json ("states" of each
+ * request; docs/protocol.md "Allowed states"). */
 static int state_allows(uint8_t type, uint8_t state)
 {
+    uint32_t mask;
     switch (type) {
-    case MK_MSG_COGEN: return state >= MK_STATE_KEYS_GENERATED;
-    case MK_MSG_INSTALL: return state >= MK_STATE_COGENERATED;
-    case MK_MSG_COMMIT: return state >= MK_STATE_INSTALLED;
-    case MK_MSG_RESET: return state != MK_STATE_COMMITTED;
-    default: return 1; /* KEYGEN: generates in FACTORY, returns the same base keys later */
+    case MK_MSG_HELLO: mask = MK_ALLOWED_HELLO; break;
+    case MK_MSG_BENCH_AUTH: mask = MK_ALLOWED_BENCH_AUTH; break;
+    case MK_MSG_KEYGEN: mask = MK_ALLOWED_KEYGEN; break;
+    case MK_MSG_COGEN: mask = MK_ALLOWED_COGEN; break;
+    case MK_MSG_INSTALL: mask = MK_ALLOWED_INSTALL; break;
+    case MK_MSG_COMMIT: mask = MK_ALLOWED_COMMIT; break;
+    case MK_MSG_RESET: mask = MK_ALLOWED_RESET; break;
+    default: return 0;
+    }
+    return state < 32u && (mask & (1u << state)) != 0;
+}
+
+/* Does the request need BENCH_AUTH in this session (protocol.json "auth")? */
+static int needs_auth(uint8_t type)
+{
+    switch (type) {
+    case MK_MSG_HELLO: return MK_AUTH_HELLO;
+    case MK_MSG_BENCH_AUTH: return MK_AUTH_BENCH_AUTH;
+    case MK_MSG_KEYGEN: return MK_AUTH_KEYGEN;
+    case MK_MSG_COGEN: return MK_AUTH_COGEN;
+    case MK_MSG_INSTALL: return MK_AUTH_INSTALL;
+    case MK_MSG_COMMIT: return MK_AUTH_COMMIT;
+    case MK_MSG_RESET: return MK_AUTH_RESET;
+    default: return 1;
     }
 }
 
@@ -851,7 +872,7 @@ static int dispatch(mk_device *dev, uint8_t type, const uint8_t *msg, size_t len
         return write_state_reply(dev, rp, MK_MSG_BENCH_AUTH_OK);
     }
 
-    if (!dev->authenticated) {
+    if (needs_auth(type) && !dev->authenticated) {
         d_cat(d, name);
         d_cat(d, ": BENCH_AUTH required first");
         return MK_ERR_NOT_AUTHENTICATED;
