@@ -33,7 +33,7 @@ import { verifyProfile, type DeviceProfile, type MasterProfile, type SignedProfi
 import type { Signer } from '../core/signer.js';
 import { BOX_OVERHEAD, sealBox } from './box.js';
 import { encodeCbor, type CborMap, type CborValue } from './cbor.js';
-import { DeviceState, DeviceStatus, KeySelect, Limits, type MessageTypeName } from './protocol.generated.js';
+import { DeviceState, DeviceStatus, KeySelect, Limits } from './protocol.generated.js';
 import { DeviceReplyError, type DeviceSession } from './session.js';
 import type { Transport } from './transport/types.js';
 
@@ -61,7 +61,16 @@ export interface EnrollmentPlan {
   readonly isConnected?: (deviceId: string) => Promise<boolean>;
   /** The clock (default: the system clock). */
   readonly now?: () => Date;
+  /**
+   * Reply timeout per attempt for each request, in ms, where it differs from the session's (a slow MCU may need
+   * seconds for KEYGEN or COGEN; a descriptor's `timeouts` table). Each value 1–600 000.
+   */
+  readonly timeouts?: Readonly<Partial<Record<EnrollRequest, number>>>;
 }
+
+/** The requests enrollment sends. */
+export type EnrollRequest = 'HELLO' | 'BENCH_AUTH' | 'KEYGEN' | 'COGEN' | 'INSTALL' | 'COMMIT' | 'RESET';
+const ENROLL_REQUESTS: readonly EnrollRequest[] = ['HELLO', 'BENCH_AUTH', 'KEYGEN', 'COGEN', 'INSTALL', 'COMMIT', 'RESET'];
 
 /** The provisioning record: the Body of a `DeviceProvisioned` hashlog entry, members in this order. */
 export interface DeviceRecord {
@@ -533,6 +542,13 @@ function checkPlan(plan: EnrollmentPlan): { adminRaw: Uint8Array; benchRaw: Uint
   if (plan.models !== undefined && (!Array.isArray(plan.models) || plan.models.some((m) => typeof m !== 'string'))) {
     throw new TypeError('"plan.models" expected an array of strings');
   }
+  if (plan.timeouts !== undefined) {
+    if (typeof plan.timeouts !== 'object' || plan.timeouts === null) throw new TypeError('"plan.timeouts" expected an object');
+    for (const [name, ms] of Object.entries(plan.timeouts)) {
+      if (!(ENROLL_REQUESTS as readonly string[]).includes(name)) throw new RangeError(`"plan.timeouts.${name}": not a request enrollment sends (${ENROLL_REQUESTS.join(', ')})`);
+      aint(ms, `plan.timeouts.${name}`, 1, 600_000);
+    }
+  }
   const master = plan.master;
   if (typeof master !== 'object' || master === null || typeof master.Identifier !== 'string' || !Array.isArray(master.OnlineSignatureKeys)) {
     throw new TypeError('"plan.master" expected a Master Profile');
@@ -626,8 +642,9 @@ class Enrollment {
     this.opts.onStep?.(this.serial === undefined ? e : { ...e, serial: this.serial });
   }
 
-  async exchange(type: MessageTypeName, message: Map<number, unknown>): Promise<CborMap> {
-    const reply = await this.session.exchange(type, message as never);
+  async exchange(type: EnrollRequest, message: Map<number, unknown>): Promise<CborMap> {
+    const timeoutMs = this.plan.timeouts?.[type];
+    const reply = await this.session.exchange(type, message as never, timeoutMs === undefined ? {} : { timeoutMs });
     return asMap(reply.payload, `reply to ${type}`, this.serial);
   }
 

@@ -21,7 +21,7 @@ import {
 } from '../../src/device/enroll.js';
 import { encodeFrames, FrameDecoder } from '../../src/device/framing.js';
 import { DeviceState, DeviceStatus, MessageType, type MessageTypeName } from '../../src/device/protocol.generated.js';
-import { DeviceReplyError, DeviceSession } from '../../src/device/session.js';
+import { DeviceReplyError, DeviceSession, DeviceTimeoutError } from '../../src/device/session.js';
 import { startSoftDevice, type SoftDevice, type SoftDeviceState } from '../../src/device/soft-device.js';
 import { createLinkPair } from '../../src/device/transport/link.js';
 import { DeviceDisconnectedError } from '../../src/device/transport/types.js';
@@ -60,7 +60,7 @@ type Tamper = (type: MessageTypeName, payload: CborMap) => CborMap | undefined;
 /**
  * host ⇄ relay ⇄ soft device. The relay decodes the device's replies and lets `tamper` rewrite them.
  */
-function rig(state?: SoftDeviceState, options: { tamper?: Tamper; provisionerKey?: Uint8Array; persist?: (s: SoftDeviceState, r: MessageTypeName) => void } = {}) {
+function rig(state?: SoftDeviceState, options: { tamper?: Tamper; provisionerKey?: Uint8Array; persist?: (s: SoftDeviceState, r: MessageTypeName) => void; delayMs?: Partial<Record<MessageTypeName, number>> } = {}) {
   const [host, relayHost] = createLinkPair(['host', 'relay-host']);
   const [relayDevice, device] = createLinkPair(['relay-device', 'device']);
   const soft = startSoftDevice(device, {
@@ -70,14 +70,17 @@ function rig(state?: SoftDeviceState, options: { tamper?: Tamper; provisionerKey
   relayHost.onData((bytes) => void relayDevice.send(bytes).catch(() => undefined));
   const decoder = new FrameDecoder();
   relayDevice.onData((bytes) => {
-    if (options.tamper === undefined) return void relayHost.send(bytes).catch(() => undefined);
+    if (options.tamper === undefined && options.delayMs === undefined) return void relayHost.send(bytes).catch(() => undefined);
     for (const event of decoder.push(bytes)) {
       if (event.kind !== 'message') continue;
       const { type, seq, payload } = event.message;
       const name = Object.entries(MessageType).find(([, v]) => v === type)?.[0] as MessageTypeName;
       const map = decodeCbor(payload) as CborMap;
-      const out = options.tamper(name, map) ?? map;
-      void relayHost.send(concatBytes(...encodeFrames(type, seq, encodeCbor(out)))).catch(() => undefined);
+      const out = options.tamper?.(name, map) ?? map;
+      const forward = (): void => void relayHost.send(concatBytes(...encodeFrames(type, seq, encodeCbor(out)))).catch(() => undefined);
+      const delay = options.delayMs?.[name];
+      if (delay === undefined) forward();
+      else setTimeout(forward, delay);
     }
   });
   relayDevice.onClose(() => void relayHost.close());
@@ -348,6 +351,25 @@ describe('resume, restart and unplug', () => {
       await second.session.close();
     });
   }
+
+  it('per-request timeouts: a KEYGEN reply after 2.2 s times out at the session default (2 × 1 s), succeeds with plan.timeouts.KEYGEN', async () => {
+    const slow = rig(undefined, { delayMs: { PUBKEYS: 2200 } });
+    const err = await enrollDevice(slow.session, plan([]), { port: 'link:slow' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DeviceTimeoutError);
+    expect((err as Error).message).toContain('KEYGEN');
+    await slow.session.close();
+    const patient = rig(slow.soft.state, { delayMs: { PUBKEYS: 2200 } });
+    const connected: SignedProfile[] = [];
+    const result = await enrollDevice(patient.session, plan(connected, { timeouts: { KEYGEN: 3000 } }), { port: 'link:slow' });
+    expect(result.record.Serial).toBe(SERIAL);
+    expect(connected).toHaveLength(1);
+    await patient.session.close();
+    const bad = rig();
+    await expect(enrollDevice(bad.session, plan([], { timeouts: { FLASH: 10 } as never }), { port: 'link:bad' })).rejects.toThrow(RangeError);
+    await expect(enrollDevice(bad.session, plan([], { timeouts: { KEYGEN: 0 } }), { port: 'link:bad' })).rejects.toThrow(RangeError);
+    expect(bad.soft.seen).toEqual([]);
+    await bad.session.close();
+  });
 
   it('a device left in KEYS_GENERATED without a journal continues with the same base keys', async () => {
     const first = rig();
