@@ -15,6 +15,7 @@ import { aobject, astring, describe } from '../core/bytes.js';
 import { ErrorCode, MeshkitError } from '../core/errors.js';
 import { parseJsonStrict } from '../core/jose.js';
 import { Capability, Limits } from './protocol.generated.js';
+import { ENROLL_REQUESTS, type EnrollRequest } from './enroll.js';
 
 /** The devices/ folder shipped with the package (next to dist/ and src/). */
 export const DEVICES_DIR = fileURLToPath(new URL('../../devices/', import.meta.url));
@@ -75,6 +76,8 @@ export interface DeviceDescriptor {
   readonly quirks: DescriptorQuirks;
   /** The capability table: one entry per protocol capability bit. */
   readonly capabilities: Readonly<Record<CapabilityName, boolean>>;
+  /** Reply timeouts per request in ms where the device needs longer than the session default (slow key generation). */
+  readonly timeouts: Readonly<Partial<Record<EnrollRequest, number>>>;
 }
 
 /** A descriptor file that does not hold. Code `ERR_JSON_INVALID`. */
@@ -92,7 +95,7 @@ const HEX4 = /^[0-9a-f]{4}$/;
 const SIGNATURE_ALGS = ['Ed25519', 'Ed448'];
 const AGREEMENT_ALGS = ['X25519', 'X448'];
 const TOP = ['version', 'id', 'name', 'models', 'transport', 'baud', 'maxFrame', 'reportSize', 'usb', 'keys', 'cogen',
-  'adminSignatures', 'benchSignatures', 'maxConfig', 'quirks', 'capabilities', '$comment'];
+  'adminSignatures', 'benchSignatures', 'maxConfig', 'quirks', 'capabilities', '$comment', 'timeouts'];
 
 function fail(source: string, message: string): never {
   throw new DescriptorError(source, message);
@@ -204,12 +207,20 @@ export function validateDescriptor(value: unknown, source: string): DeviceDescri
   expect('X448', agreement.includes('X448'), `keys.encryption/authentication are ${agreement.join(', ')}`);
   expect('COGEN', cogen, `cogen is ${cogen}`);
   expect(transport === 'serial' ? 'SERIAL' : 'HID', true, `transport is ${transport}`);
+  const timeouts: Partial<Record<EnrollRequest, number>> = {};
+  if (d['timeouts'] !== undefined) {
+    const t = obj(source, d['timeouts'], 'timeouts');
+    for (const [request, ms] of Object.entries(t)) {
+      if (!(ENROLL_REQUESTS as readonly string[]).includes(request)) fail(source, `"timeouts.${request}": not a request (${ENROLL_REQUESTS.join(', ')})`);
+      timeouts[request as EnrollRequest] = int(source, ms, `timeouts.${request}`, 1, 600_000);
+    }
+  }
   return {
     version: 1, id, name, models, transport,
     ...(baud === undefined ? {} : { baud }),
     ...(maxFrame === undefined ? {} : { maxFrame }),
     ...(reportSize === undefined ? {} : { reportSize }),
-    usb, keys, cogen, adminSignatures, benchSignatures, maxConfig, quirks, capabilities,
+    usb, keys, cogen, adminSignatures, benchSignatures, maxConfig, quirks, capabilities, timeouts,
   };
 }
 

@@ -70,7 +70,7 @@ export interface EnrollmentPlan {
 
 /** The requests enrollment sends. */
 export type EnrollRequest = 'HELLO' | 'BENCH_AUTH' | 'KEYGEN' | 'COGEN' | 'INSTALL' | 'COMMIT' | 'RESET';
-const ENROLL_REQUESTS: readonly EnrollRequest[] = ['HELLO', 'BENCH_AUTH', 'KEYGEN', 'COGEN', 'INSTALL', 'COMMIT', 'RESET'];
+export const ENROLL_REQUESTS: readonly EnrollRequest[] = ['HELLO', 'BENCH_AUTH', 'KEYGEN', 'COGEN', 'INSTALL', 'COMMIT', 'RESET'];
 
 /** The provisioning record: the Body of a `DeviceProvisioned` hashlog entry, members in this order. */
 export interface DeviceRecord {

@@ -21,7 +21,8 @@ describe('device descriptors', () => {
     const all = await loadDescriptors();
     expect(all.map((d) => d.id)).toEqual(['emulator', 'esp32-s3-usb-serial', 'hid-token']);
     const esp = findDescriptor(all, 'esp32-s3-usb-serial');
-    expect(esp).toMatchObject({ transport: 'serial', baud: 115200, cogen: true });
+    expect(esp).toMatchObject({ transport: 'serial', baud: 115200, cogen: true, timeouts: { KEYGEN: 5000, COGEN: 5000 } });
+    expect(findDescriptor(all, 'emulator')?.timeouts).toEqual({});
     expect(findDescriptor(all, 'hid-token')).toMatchObject({ transport: 'hid', reportSize: 64 });
     expect(findDescriptor(all, 'esp32s3-devkit')?.id).toBe('esp32-s3-usb-serial'); // by INFO model
     expect(findDescriptor(all, 'no-such-model')).toBeUndefined();
@@ -31,7 +32,7 @@ describe('device descriptors', () => {
     const all = await loadDescriptors();
     expect(matchUsb(all, '0x303A', '1001').map((d) => d.id)).toEqual(['esp32-s3-usb-serial']);
     expect(matchUsb(all, '10c4', 'EA60').map((d) => d.id)).toEqual(['esp32-s3-usb-serial']);
-    expect(matchUsb(all, '1209', '0001').map((d) => d.id)).toEqual(['hid-token']);
+    expect(matchUsb(all, '1209', '0001').map((d) => d.id)).toEqual(['emulator', 'hid-token']); // one composite gadget: the transport picks
     expect(matchUsb(all, 'dead', 'beef')).toEqual([]);
   });
 
@@ -48,6 +49,8 @@ describe('device descriptors', () => {
     ['no models', { ...shipped, models: [] }, /"models"/],
     ['a config limit above MAX_CONFIG', { ...shipped, maxConfig: 4096 }, /"maxConfig"/],
     ['another version', { ...shipped, version: 2 }, /"version"/],
+    ['a timeout for a message that is not a request', { ...shipped, timeouts: { PUBKEYS: 100 } }, /"timeouts\.PUBKEYS": not a request/],
+    ['a zero timeout', { ...shipped, timeouts: { KEYGEN: 0 } }, /timeouts\.KEYGEN/],
   ];
   for (const [what, value, message] of bad) {
     it(`refuses ${what}`, () => {
