@@ -1,8 +1,9 @@
 #!/bin/sh
 # Runs inside the test:usb VM, chrooted into the host's root (read-only; /tmp is a tmpfs). Creates a USB gadget on
 # dummy_hcd with a CDC-ACM function and a HID function (vendor page 0xFF00, 64-byte reports), waits for both sides'
-# device nodes (gadget: /dev/ttyGS0, /dev/hidg0; host: /dev/ttyACM0, /dev/hidraw*) and runs contract.mjs, whose
-# exit status is this script's.
+# device nodes (gadget: /dev/ttyGS0, /dev/hidg0; host: /dev/ttyACM0, /dev/hidraw*) and runs contract.mjs, then
+# cli.mjs (the real `meshkit bench run` over both transports) when MKUSB_CLI names its inputs. Exit 0 only when both
+# passed.
 set -u
 REPO=${MKUSB_REPO:?}
 G=/sys/kernel/config/usb_gadget/meshkit
@@ -52,3 +53,13 @@ done
 echo "MKUSB-BOOT gadget $(cut -d' ' -f1 /proc/uptime)s: $(ls /dev/ttyACM* /dev/ttyGS* /dev/hidg* /dev/hidraw* | tr '\n' ' ')"
 cd /tmp || exit 1
 node "$REPO/scripts/usb-vm/contract.mjs"
+status=$?
+echo "MKUSB-TIME guest contract $(cut -d' ' -f1 /proc/uptime)s"
+# The real CLI (scripts/usb-vm/cli.mjs) on the same gadget, when run.sh prepared its inputs.
+if [ -n "${MKUSB_CLI:-}" ]; then
+  node "$REPO/scripts/usb-vm/cli.mjs" || status=1
+  echo "MKUSB-TIME guest cli $(cut -d' ' -f1 /proc/uptime)s"
+else
+  echo "guest: MKUSB_CLI not set: the CLI checks were not run"
+fi
+exit $status

@@ -23,6 +23,7 @@ import type { Curve, PublicJwk, Signer } from '../core/signer.js';
 import { udfDigest } from '../core/udf.js';
 import { benchPkcs11 } from './pkcs11.js';
 import { benchPortal } from './portal.js';
+import { benchProvisioning } from './provisioning.js';
 
 interface Figure {
   name: string;
@@ -188,6 +189,9 @@ async function main(): Promise<void> {
   const portal = await benchPortal();
   for (const reason of portal.skipped) log(reason);
   figures.push(...portal.figures);
+  const provisioning = await benchProvisioning({ log });
+  if (provisioning.skipped !== undefined) log(provisioning.skipped);
+  figures.push(...provisioning.figures);
   if (json) {
     process.stdout.write(JSON.stringify({ node: process.version, figures }, null, 2) + '\n');
     return;

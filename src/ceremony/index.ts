@@ -4,8 +4,8 @@
  */
 export { CeremonyError, parsePlan, planFingerprint, redactTokenUri, KEY_ORIGINS, DEFAULT_ALGORITHMS, DEFAULT_LABELS } from './plan.js';
 export type { CeremonyPlan, KeyOrigin, PlanAdministrator } from './plan.js';
-export { runCeremony, checkOutDir, keyObjectIdHex, CEREMONY_FAULT_POINTS, STAGING_DIR, OUTPUT_FILES, OUTPUT_DIRS } from './run.js';
-export type { CeremonyFaultPoint, CeremonyPrompts, CeremonySecrets, CeremonyStepReport, CeremonySummary, RunCeremonyOptions } from './run.js';
+export { runCeremony, checkOutDir, keyObjectIdHex, isOperatorInterrupt, ACKNOWLEDGE_ATTEMPTS, CEREMONY_FAULT_POINTS, STAGING_DIR, OUTPUT_FILES, OUTPUT_DIRS } from './run.js';
+export type { CeremonyFaultPoint, CeremonyPrompts, CeremonySecrets, CeremonyStepReport, CeremonySummary, RunCeremonyOptions, ShareInfo } from './run.js';
 export { abortCeremony } from './abort.js';
 export type { AbortCeremonyOptions, AbortSummary } from './abort.js';
 export {

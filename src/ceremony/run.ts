@@ -89,14 +89,49 @@ export interface CeremonyStepReport {
   ms: number;
 }
 
-/** Interactive hooks (used only when `interactive`). */
+/** What {@link CeremonyPrompts.presentShare} shows of one custodian's share. */
+export interface ShareInfo {
+  custodian: string;
+  index: number;
+  count: number;
+  /** Where the share file is now: `DIR/.staging/shares/<i>.txt` (until the ceremony finishes). */
+  path: string;
+  /** Where the share file ends up when the ceremony finishes: `DIR/shares/<i>.txt`. */
+  finalPath: string;
+  text: string;
+}
+
+/** Attempts each person has to type their name at the acknowledgement step. */
+export const ACKNOWLEDGE_ATTEMPTS = 3;
+
+/**
+ * Interactive hooks (used only when `interactive`). A hook that throws an Error named
+ * `ExitPromptError` (what @inquirer/prompts throws when the operator presses Ctrl+C at a prompt),
+ * or a PIN source that does, stops the ceremony with ERR_CEREMONY_STATE "the operator interrupted
+ * the ceremony (Ctrl+C) at step …" (see {@link isOperatorInterrupt}).
+ */
 export interface CeremonyPrompts {
   /** Shown before each step; false stops the ceremony. */
   confirmStep(step: string, detail: string): Promise<boolean>;
   /** Called once per custodian after their share file is written; show it, wait, clear. */
-  presentShare(info: { custodian: string; index: number; count: number; path: string; text: string }): Promise<void>;
-  /** Asks `who` to type their name; returns what was typed. */
-  acknowledge(who: string, role: 'operator' | 'witness'): Promise<string>;
+  presentShare(info: ShareInfo): Promise<void>;
+  /**
+   * Asks `who` to type their name; returns what was typed. `retry`, on the second and later
+   * attempts, says why the previous entry was refused and how many attempts are left; show it.
+   */
+  acknowledge(who: string, role: 'operator' | 'witness', retry?: string): Promise<string>;
+}
+
+/**
+ * Whether `e` (or an error in its `cause` chain) is the operator interrupting a prompt: an Error
+ * named `ExitPromptError` (@inquirer/prompts' "User force closed the prompt with SIGINT" on Ctrl+C).
+ * @throws nothing: any value is accepted (a non-Error is not an interrupt).
+ */
+export function isOperatorInterrupt(e: unknown): boolean {
+  for (let c: unknown = e, depth = 0; c instanceof Error && depth < 8; c = c.cause, depth++) {
+    if (c.name === 'ExitPromptError') return true;
+  }
+  return false;
 }
 
 export interface RunCeremonyOptions {
@@ -218,8 +253,11 @@ export async function runCeremony(plan: CeremonyPlan, opts: RunCeremonyOptions):
     else process.kill(process.pid, 'SIGKILL');
   };
   let t0 = performance.now();
+  /** The step in progress, named in the message when the operator interrupts a prompt. */
+  let current = 'plan';
   const confirmStep = async (step: string, detail: string): Promise<void> => {
     t0 = performance.now();
+    current = step;
     if (!interactive || prompts === undefined) return;
     if (!(await prompts.confirmStep(step, detail))) {
       throw new CeremonyError(ErrorCode.CEREMONY_STATE, `the ceremony was stopped by the operator before step "${step}"`);
@@ -397,7 +435,7 @@ export async function runCeremony(plan: CeremonyPlan, opts: RunCeremonyOptions):
         files.push(rel);
         shareFacts.push({ Index: i + 1, Custodian: custodian, File: rel, Fingerprint: ceremonyFileFingerprint(utf8(text)) });
         if (interactive && prompts !== undefined) {
-          await prompts.presentShare({ custodian, index: i + 1, count: plan.custodians.length, path: join(out, rel), text });
+          await prompts.presentShare({ custodian, index: i + 1, count: plan.custodians.length, path: join(staging, rel), finalPath: join(out, rel), text });
         }
       }
       shares.length = 0;
@@ -487,11 +525,25 @@ export async function runCeremony(plan: CeremonyPlan, opts: RunCeremonyOptions):
     }
 
     // ---- acknowledgements
+    current = 'acknowledgement';
     const acks: Array<{ Name: string; Role: string; Confirmed: string }> = [];
     for (const [who, role] of [[operator, 'operator'], ...plan.witnesses.map((w) => [w, 'witness'])] as Array<[string, 'operator' | 'witness']>) {
       if (interactive && prompts !== undefined) {
-        const typed = (await prompts.acknowledge(who, role)).trim();
-        if (typed !== who) throw new CeremonyError(ErrorCode.CEREMONY_STATE, `${role} ${JSON.stringify(who)} did not confirm (typed ${JSON.stringify(typed)})`);
+        // Exact match (leading/trailing white space ignored); ACKNOWLEDGE_ATTEMPTS tries per person.
+        const whose = role === 'operator' ? 'the operator name' : "the plan's name";
+        let retry: string | undefined;
+        for (let attempt = 1; ; attempt++) {
+          const typed = (await prompts.acknowledge(who, role, retry)).trim();
+          if (typed === who) break;
+          const left = ACKNOWLEDGE_ATTEMPTS - attempt;
+          if (left === 0) {
+            throw new CeremonyError(
+              ErrorCode.CEREMONY_STATE,
+              `${role} ${JSON.stringify(who)} did not confirm: ${ACKNOWLEDGE_ATTEMPTS} attempts did not match ${whose} exactly (last typed ${JSON.stringify(typed)})`,
+            );
+          }
+          retry = `${JSON.stringify(typed)} does not match ${whose} ${JSON.stringify(who)} (exact match), try again (${left} left)`;
+        }
         acks.push({ Name: who, Role: role, Confirmed: 'typed name' });
       } else {
         acks.push({ Name: who, Role: role, Confirmed: 'non-interactive' });
@@ -537,7 +589,10 @@ export async function runCeremony(plan: CeremonyPlan, opts: RunCeremonyOptions):
       files: [...files, 'transcript.jsonl', 'transcript.head.json'],
       steps,
     };
-  } catch (e) {
+  } catch (caught) {
+    const e = isOperatorInterrupt(caught)
+      ? new CeremonyError(ErrorCode.CEREMONY_STATE, `the operator interrupted the ceremony (Ctrl+C) at step "${current}"`, { cause: caught })
+      : caught;
     if (!intentRecorded) {
       // Nothing was created on the token: leave no trace.
       await secureRemoveTree(staging).catch(() => undefined);

@@ -12,8 +12,12 @@
  *    and the account created at the portal.
  * 5. Two devices with their own keys and self-signed Device Profiles: one connected at the bench,
  *    one through a connection request at the portal (witness compared, accepted on the smartcard).
- * 6. Verification of the chain, current at the portal, and refusal of a forged, a superseded and an
- *    unauthorised profile.
+ * 5b. The provisioning bench (docs/bench.md): three emulated devices enrolled at once by `runBench` — the C
+ *    firmware emulator on socat pty pairs when it can run here, else the in-process TypeScript soft device over
+ *    in-process links (and it says why) — with a bench key the devices pin, the smartcard administration key and a
+ *    small Wi-Fi/MQTT configuration; the signed record log under `bench/` re-verified with `verifyBenchOutput`.
+ * 6. Verification of the chain (the provisioned devices included), current at the portal, and refusal of a
+ *    forged, a superseded and an unauthorised profile.
  * 7. One device revoked (stolen) and the chain verified again.
  * 8. The last publish proven against the portal's signed notary-log head.
  * 9. A linked-hash log of the demo itself, head signed by the administration key.
@@ -21,11 +25,13 @@
  * Everything it makes is kept under the output directory and listed in the summary.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { b64u, fromB64u, fromUtf8, utf8 } from '../core/bytes.js';
-import { MeshkitError } from '../core/errors.js';
+import { ErrorCode, MeshkitError } from '../core/errors.js';
+import { keyId } from '../core/keys.js';
+import type { Signer } from '../core/signer.js';
 import { HashLog, signLogHead, verifyLog, verifyLogHead } from '../core/hashlog.js';
 import {
   composeDeviceProfile,
@@ -45,6 +51,12 @@ import { acceptRequest, listPending } from '../admin/requests.js';
 import { initAccount, loadAccount } from '../admin/account.js';
 import { connectDevice, revokeDevice } from '../admin/updates.js';
 import { connectionStatus, requestConnection } from '../device/connect.js';
+import { rawEd25519, runBench, verifyBenchOutput, type BenchSummary } from '../device/bench-runner.js';
+import { findDescriptor, loadDescriptors } from '../device/descriptors.js';
+import { emulatorUnavailable, ensureEmulator, startEmulatedDevice, type EmulatedDevice } from '../device/emulator.js';
+import { startSoftDevice, type SoftDevice, type SoftDeviceState } from '../device/soft-device.js';
+import { createLinkPair } from '../device/transport/link.js';
+import type { Transport } from '../device/transport/types.js';
 import { PortalClient, verifyLogProof } from '../portal/client.js';
 import { startPortalServer } from '../portal/server.js';
 import { openStorage } from '../portal/storage.js';
@@ -57,9 +69,22 @@ export interface DemoOptions {
   out: string;
   /** Force the software key store even when SoftHSM is installed. */
   software?: boolean;
+  /**
+   * The emulated devices of the provisioning bench: `emulator` (the C firmware emulator on socat ptys; fails when
+   * it cannot run here), `inprocess` (the TypeScript soft device over in-process links), `auto` (default: the
+   * emulator when socat, gcc and libsodium-dev are there, else in process).
+   */
+  devices?: DemoDevicesMode;
   /** Called with each step as it completes. */
   onStep?: (step: DemoStep) => void;
 }
+
+/** Which emulated devices the demo's bench provisions (see {@link DemoOptions.devices}). */
+export type DemoDevicesMode = 'auto' | 'emulator' | 'inprocess';
+/** The accepted {@link DemoDevicesMode} values. */
+export const DEMO_DEVICES_MODES: readonly DemoDevicesMode[] = ['auto', 'emulator', 'inprocess'];
+/** How many emulated devices the demo's bench provisions. */
+export const DEMO_BENCH_DEVICES = 3;
 
 export interface DemoStep {
   step: string;
@@ -75,6 +100,8 @@ export interface DemoSummary {
   recovery: { dir: string; sharesUsed: number[]; token: string; keys: string[] };
   master: { identifier: string; signatureKey: string; escrowKey: string; adminKey: string };
   devices: Array<{ name: string; identifier: string; file: string }>;
+  /** The provisioning bench step. */
+  bench: DemoBench;
   account: string;
   personal: { identifier: string; sequence: number; devices: number; file: string };
   revoked: { name: string; identifier: string; sequence: number };
@@ -83,6 +110,29 @@ export interface DemoSummary {
   log: { entries: number; head: string | null };
   steps: DemoStep[];
   files: string[];
+}
+
+/** What the provisioning bench step did. */
+export interface DemoBench {
+  /** `emulator`: the C firmware emulator on socat ptys; `inprocess`: the TypeScript soft device over in-process links. */
+  mode: 'emulator' | 'inprocess';
+  /** Why the devices run in process (absent for the emulator). */
+  reason?: string;
+  /** The bench output directory, relative to --out (records.jsonl, records.head.json, devices/, summary.json). */
+  dir: string;
+  /** The bench key the devices pin (Ed25519, in the devices' software key store) and its store, relative to --out. */
+  benchKey: string;
+  benchKeyStore: string;
+  model: string;
+  config: string;
+  provisioned: number;
+  failed: number;
+  elapsedMs: number;
+  timing: BenchSummary['timing'];
+  devices: Array<{ serial: string; port: string; deviceId: string; ms: number; bytesSent?: number; bytesReceived?: number; record: number }>;
+  log: { count: number; head: string | null; file: string; headFile: string };
+  /** verifyBenchOutput (with the account): ok. */
+  verified: 'ok';
 }
 
 const DEVICES = [
@@ -118,6 +168,26 @@ interface Backend {
  * @throws MeshkitError when a step fails (nothing is reported as done that was not).
  */
 export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
+  const mode = opts.devices ?? 'auto';
+  if (!DEMO_DEVICES_MODES.includes(mode)) throw new RangeError(`"devices" expected one of ${DEMO_DEVICES_MODES.join(', ')}, got ${JSON.stringify(mode)}`);
+  // Decided before anything is made: a forced emulator that cannot run here fails at once; `auto` falls back to
+  // the in-process devices and says why.
+  let inProcessWhy: string | undefined = mode === 'inprocess' ? 'in-process devices were asked for' : undefined;
+  if (mode !== 'inprocess') {
+    const unavailable = emulatorUnavailable();
+    if (unavailable !== undefined && mode === 'emulator') {
+      throw new MeshkitError(ErrorCode.DEVICE, `the C firmware emulator was asked for but cannot run here: ${unavailable}`);
+    }
+    if (unavailable !== undefined) inProcessWhy = `socat/gcc/libsodium-dev not found: ${unavailable}`;
+    else {
+      try {
+        ensureEmulator();
+      } catch (e) {
+        if (mode === 'emulator' || !(e instanceof MeshkitError)) throw e;
+        inProcessWhy = `the C firmware emulator did not build: ${e.message}`;
+      }
+    }
+  }
   const out = resolve(opts.out);
   await prepareOut(out);
   const steps: DemoStep[] = [];
@@ -251,6 +321,30 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
       step('request', `${lock.name} ${lock.handle.info.keyId} asked to connect at the portal; both screens showed witness ${ticket.shortWitness}; the owner accepted on the smartcard (decision ${decision.result}); the device sees Accepted and finds itself in the Personal Profile at the portal`, t0,
         { device: lock.handle.info.keyId, request: ticket.requestUdf, witness: ticket.shortWitness });
 
+      // 5b. The provisioning bench: three emulated devices enrolled at once, records signed and re-verified.
+      t0 = performance.now();
+      const benchStore = await SoftwareKeyStore.open(join(out, 'devices', 'bench.keys'), () => new Uint8Array(devicePass), { create: true });
+      stores.push(benchStore);
+      const benchKey = await benchStore.generate('bench', 'Ed25519');
+      const bench = await provisionDemoBench({
+        out, account: accountDir, admin: admin.signer(), bench: benchKey.signer(),
+        devices: inProcessWhy === undefined ? { kind: 'emulator' } : { kind: 'inprocess', why: inProcessWhy },
+        benchKeyStore: join(out, 'devices', 'bench.keys'),
+      });
+      const provisioned = await Promise.all(bench.devices.map(async (d) => {
+        const file = join(out, bench.dir, 'devices', `${d.deviceId}.json`);
+        return { name: d.serial, id: d.deviceId, signed: readProfile(await readFile(file, 'utf8'), ProfileType.Device).signed, file };
+      }));
+      const ms = bench.timing === null ? '' : `${bench.timing.minMs}–${bench.timing.maxMs} ms per device (median ${bench.timing.medianMs})`;
+      const sent = bench.devices.map((d) => d.bytesSent).filter((n): n is number => n !== undefined);
+      const received = bench.devices.map((d) => d.bytesReceived).filter((n): n is number => n !== undefined);
+      const mean = (xs: number[]): number => Math.round(xs.reduce((a, b) => a + b, 0) / xs.length);
+      const wire = sent.length === 0 || received.length === 0 ? '' : `, ${mean(sent)} B sent + ${mean(received)} B received per device on the wire`;
+      step('provision', `${bench.provisioned} devices provisioned ${bench.mode === 'emulator'
+        ? `over socat ptys by the C firmware emulator (${bench.model})`
+        : `in process (${bench.reason ?? ''})`}: ${ms}${wire}; bench key ${bench.benchKey}, admin ${admin.info.keyId}; ${bench.log.count} records in ${bench.log.file}, head ${bench.log.headFile} signed by the bench key; bench verify: ok`, t0,
+      { mode: bench.mode, bench: bench.benchKey, devices: bench.devices.map((d) => ({ serial: d.serial, device: d.deviceId, ms: d.ms, record: d.record })), head: bench.log.head });
+
       // 6. Verify everything from the files written and the portal, as a relying party would.
       t0 = performance.now();
       const master = await readFile(join(accountDir, 'master.json'), 'utf8');
@@ -270,7 +364,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
         const vMaster = await verifyProfile(master, { latestSequence: latest });
         const vPersonal = (await verifyProfile(personalNow, { master: vMaster, latestSequence: latest })) as VerifiedProfile<'PersonalProfile'>;
         checks.push({ check: `${label}: Master → Personal`, result: `valid and current at the portal: Personal Profile Sequence ${vPersonal.sequence}, signed by ${vPersonal.signerKeyId}, ${vPersonal.devices?.length ?? 0} devices verified` });
-        for (const d of devices) {
+        for (const d of [...devices, ...provisioned]) {
           checks.push({ check: `${label}: device ${d.name}`, result: await verifyProfile(d.signed, { personal: vPersonal }).then((v) => `valid and connected (${v.identifier})`, refusalText) });
         }
         return vPersonal;
@@ -287,7 +381,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
       const rogueSigned = await signProfile(ProfileType.Personal, before.profile, rogue.signer());
       await writeJson(join(out, 'checks', 'personal-signed-by-rogue-key.json'), rogueSigned);
       checks.push({ check: 'Personal Profile signed by a key that is not an administration key', result: await refusal(verifyProfile(rogueSigned)) });
-      step('verify', 'chain Master → Personal → devices valid and current at the portal; forged, superseded and unauthorised profiles refused', t0, { checks: checks.length });
+      step('verify', `chain Master → Personal → ${devices.length + provisioned.length} devices (${provisioned.length} of them from the bench) valid and current at the portal; forged, superseded and unauthorised profiles refused`, t0, { checks: checks.length });
 
       // 7. The thermostat is stolen: revoke it, then verify the chain again.
       t0 = performance.now();
@@ -327,7 +421,11 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
         },
         recovery: { dir: 'recovery', sharesUsed, token: recovery.token, keys: recoveredIds },
         master: { identifier: ceremony.master.identifier, signatureKey: ceremony.master.signatureKey, escrowKey: ceremony.master.escrowKey, adminKey: admin.info.keyId },
-        devices: devices.map((d) => ({ name: d.name, identifier: d.handle.info.keyId, file: relative(out, d.file) })),
+        devices: [
+          ...devices.map((d) => ({ name: d.name, identifier: d.handle.info.keyId, file: relative(out, d.file) })),
+          ...provisioned.map((d) => ({ name: d.name, identifier: d.id, file: relative(out, d.file) })),
+        ],
+        bench,
         account: relative(out, accountDir),
         personal: { identifier: after.identifier, sequence: after.sequence, devices: after.devices?.length ?? 0, file: join(relative(out, accountDir), 'personal.json') },
         revoked: { name: thermostat.name, identifier: thermostat.handle.info.keyId, sequence: revoked.personal.sequence },
@@ -344,6 +442,132 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     return { ...summary, files: await listFiles(out) };
   } finally {
     for (const s of stores) await s.close();
+  }
+}
+
+/** The application configuration the demo's bench seals to every device (≤ 1024 bytes; no real secret). */
+const BENCH_CONFIG = {
+  wifi: { ssid: 'demo-household', security: 'wpa3-sae', passphraseRef: 'vault:wifi/demo-household' },
+  mqtt: { broker: 'mqtts://broker.example.net:8883', topic: 'home/sensors', clientIdFromSerial: true },
+} as const;
+
+/** Options of {@link provisionDemoBench}. */
+export interface DemoBenchOptions {
+  /** The demo's output directory: the bench writes `bench/`, `emulated/` and `bench-config.json` in it. */
+  out: string;
+  /** The account directory. */
+  account: string;
+  /** The administration key (Ed25519). */
+  admin: Signer;
+  /** The bench key the devices pin (Ed25519). */
+  bench: Signer;
+  /** Where the bench key is stored (for the summary). */
+  benchKeyStore: string;
+  /** The C emulator on socat ptys, or the in-process soft device (with the reason shown). */
+  devices: { kind: 'emulator' } | { kind: 'inprocess'; why: string };
+}
+
+/**
+ * The demo's provisioning bench: {@link DEMO_BENCH_DEVICES} emulated devices pinning the bench key, enrolled at once
+ * by runBench into `out/bench/`, then the output re-verified against the account. Every emulator and soft device is
+ * stopped before it returns or throws.
+ * @param o output and account directories, keys, which devices
+ * @returns what was provisioned, with the figures and the verified log head
+ * @throws TypeError when a directory is not a string or `devices` is not one of the two kinds
+ * @throws RangeError (from runBench) when a key is not Ed25519
+ * @throws MeshkitError `ERR_DEVICE` when a device was not provisioned or the bench output does not verify; the
+ *   launcher's `ERR_IO` when an emulator cannot start; runBench's errors for the account and output directory
+ */
+export async function provisionDemoBench(o: DemoBenchOptions): Promise<DemoBench> {
+  if (typeof o !== 'object' || o === null) throw new TypeError('"options" expected an object');
+  for (const f of ['out', 'account', 'benchKeyStore'] as const) if (typeof o[f] !== 'string' || o[f] === '') throw new TypeError(`"${f}" expected a path`);
+  if (o.devices?.kind !== 'emulator' && !(o.devices?.kind === 'inprocess' && typeof o.devices.why === 'string')) {
+    throw new TypeError('"devices" expected {kind: "emulator"} or {kind: "inprocess", why}');
+  }
+  const benchDir = join(o.out, 'bench');
+  const stateDir = join(o.out, 'emulated');
+  await mkdir(stateDir, { recursive: true, mode: 0o700 });
+  const configFile = join(o.out, 'bench-config.json');
+  const configText = JSON.stringify(BENCH_CONFIG, null, 2) + '\n';
+  await writeFile(configFile, configText);
+  const descriptor = findDescriptor(await loadDescriptors(), 'emulator');
+  const model = descriptor?.models[0];
+  if (descriptor === undefined || model === undefined) throw new MeshkitError(ErrorCode.IO, 'devices/emulator/descriptor.json is missing: the demo bench needs its model');
+  const provisionerKey = rawEd25519(o.bench);
+  const serials = Array.from({ length: DEMO_BENCH_DEVICES }, (_, i) => `DEMO-${String(i + 1).padStart(4, '0')}`);
+
+  const emulators: EmulatedDevice[] = [];
+  const softDevices: SoftDevice[] = [];
+  let ports: string[];
+  let openTransport: ((port: string) => Promise<Transport>) | undefined;
+  try {
+    if (o.devices.kind === 'emulator') {
+      for (const serial of serials) {
+        emulators.push(await startEmulatedDevice({ state: join(stateDir, `${serial}.state`), serial, model, provisionerKey }));
+      }
+      ports = emulators.map((e) => e.port);
+    } else {
+      // One in-process link per (re)open; the device's "flash" (secret scalars) lives in its state file, as the
+      // emulator's does, so a re-opened link finds the same device.
+      ports = serials.map((_, i) => `link:device-${i + 1}`);
+      const flash = new Map<string, SoftDeviceState>();
+      openTransport = (port: string): Promise<Transport> => {
+        const i = ports.indexOf(port);
+        const serial = serials[i];
+        if (serial === undefined) return Promise.reject(new MeshkitError(ErrorCode.IO, `no in-process device on ${port}`));
+        const [host, device] = createLinkPair([port, `${serial} (device end)`]);
+        const stored = flash.get(serial);
+        softDevices.push(startSoftDevice(device, {
+          model, serial, provisionerKey,
+          ...(stored === undefined ? {} : { state: stored }),
+          persist: (state) => {
+            flash.set(serial, state);
+            writeFileSync(join(stateDir, `${serial}.state.json`), JSON.stringify(state) + '\n', { mode: 0o600 });
+          },
+        }));
+        return Promise.resolve(host);
+      };
+    }
+    const summary = await runBench({
+      ports, out: benchDir, account: o.account, admin: o.admin, bench: o.bench, config: utf8(configText),
+      models: descriptor.models, retries: 0, replugTimeoutMs: 0,
+      ...(openTransport === undefined ? {} : { openTransport }),
+    });
+    const failed = summary.devices.filter((d) => d.status !== 'provisioned');
+    if (summary.provisioned !== DEMO_BENCH_DEVICES || failed.length > 0) {
+      // The emulator's own last words, when it said more than that it was ready.
+      const logs = emulators.map((e) => e.log().trim().split('\n').filter((l) => l !== '' && !l.includes(': ready on')).slice(-2).join(' | '))
+        .map((l, i) => (l === '' ? '' : `${serials[i] ?? '?'}: ${l}`)).filter((l) => l !== '');
+      throw new MeshkitError(ErrorCode.DEVICE, `the demo bench provisioned ${summary.provisioned} of ${DEMO_BENCH_DEVICES} devices: ${
+        failed.map((d) => `${d.serial ?? serials[ports.indexOf(d.port)] ?? '?'} on ${d.port}: ${d.reason ?? d.status}`).join('; ')}${logs.length === 0 ? '' : ` (emulator log: ${logs.join('; ')})`}`);
+    }
+    const benchKey = keyId(o.bench.publicJwk);
+    const report = await verifyBenchOutput(benchDir, { account: o.account, benchKey });
+    if (!report.ok || report.count !== DEMO_BENCH_DEVICES) {
+      throw new MeshkitError(ErrorCode.DEVICE, `bench verify of ${relative(o.out, benchDir)}/: ${report.problems.map((p) => p.message).join('; ') || `${report.count} records`}`);
+    }
+    return {
+      mode: o.devices.kind,
+      ...(o.devices.kind === 'inprocess' ? { reason: o.devices.why } : {}),
+      dir: relative(o.out, benchDir),
+      benchKey,
+      benchKeyStore: relative(o.out, o.benchKeyStore),
+      model,
+      config: relative(o.out, configFile),
+      provisioned: summary.provisioned,
+      failed: summary.failed,
+      elapsedMs: summary.elapsedMs,
+      timing: summary.timing,
+      devices: summary.devices.map((d) => ({
+        serial: d.serial ?? '', port: d.port, deviceId: d.deviceId ?? '', ms: d.ms, record: d.recordIndex ?? -1,
+        ...(d.bytesSent === undefined ? {} : { bytesSent: d.bytesSent }),
+        ...(d.bytesReceived === undefined ? {} : { bytesReceived: d.bytesReceived }),
+      })),
+      log: { count: report.count, head: report.head, file: relative(o.out, join(benchDir, 'records.jsonl')), headFile: relative(o.out, join(benchDir, 'records.head.json')) },
+      verified: 'ok',
+    };
+  } finally {
+    await Promise.all([...emulators.map((e) => e.stop()), ...softDevices.map((d) => d.close())]);
   }
 }
 

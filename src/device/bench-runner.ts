@@ -1,7 +1,8 @@
 /**
- * The provisioning bench: enrolls the devices on many serial ports at once (docs/bench.md).
+ * The provisioning bench: enrolls the devices on many serial ports and USB HID devices at once (docs/bench.md).
  *
- * One worker per port, at most `parallel` at a time. A worker opens the port ({@link SerialTransport}), runs
+ * One worker per port, at most `parallel` at a time. A worker opens the port ({@link SerialTransport} with serial
+ * frames for `ports`, {@link HidTransport} with 64-byte reports ({@link hidCodec}) for `hid` paths), runs
  * {@link enrollDevice} (docs/enrollment.md) with the journal in `OUT/journal/`, and — only once the device has
  * signed its RECEIPT and is connected to the account — appends the record to the signed linked-hash log
  * `OUT/records.jsonl` (HashLog entry Type `DeviceProvisioned`), stores the composite Device Profile as
@@ -10,7 +11,8 @@
  *
  * Faults: a port that goes away mid-enrollment ({@link DeviceDisconnectedError}) or a device that stops answering
  * ({@link DeviceTimeoutError}) is failed-and-retryable: the worker waits up to `replugTimeoutMs` for the port to be
- * back and runs the enrollment again — the journal makes the device resume (every step is idempotent) — up to
+ * back (serial: the path exists again; HID: the HID listing shows the device again — the same path, or, when the
+ * device has a USB serial number, the same VID/PID/serial number at another hidraw path) and runs the enrollment again — the journal makes the device resume (every step is idempotent) — up to
  * `retries` more times. Anything else (wrong model, a bench key the device does not pin, a composite mismatch, a
  * device the account refuses) fails the device at once with the reason. Personal Profile updates are serialised
  * (one `connectDevice` at a time; it takes the account lock itself).
@@ -28,7 +30,9 @@ import type { PublicJwk, Signer } from '../core/signer.js';
 import { loadAccount, verifyAccount } from '../admin/account.js';
 import { connectDevice } from '../admin/updates.js';
 import { countingTransport, enrollDevice, EnrollmentError, fileJournal, verifyRecord, type EnrollmentPlan, type EnrollmentResult, type EnrollStep, type StepEvent } from './enroll.js';
-import { DeviceSession, DeviceTimeoutError, type DeviceSessionOptions, type SessionCodec } from './session.js';
+import type { DeviceDescriptor, UsbId } from './descriptors.js';
+import { DeviceSession, DeviceTimeoutError, hidCodec, type DeviceSessionOptions, type SessionCodec } from './session.js';
+import { HidOpenError, HidTransport, listHidDevices, type HidBackend, type HidDeviceInfo } from './transport/hid.js';
 import { SerialOpenError, SerialTransport } from './transport/serial.js';
 import { DeviceDisconnectedError, type Transport } from './transport/types.js';
 
@@ -53,9 +57,14 @@ export const DEFAULT_REPLUG_TIMEOUT_MS = 30_000;
 /** What a worker is doing: an enrollment step, or the bench's own `open` / `replug` / `record` / `result`. */
 export type BenchStep = EnrollStep | 'open' | 'replug' | 'record' | 'result';
 
+/** How a bench port is reached. */
+export type BenchTransport = 'serial' | 'hid';
+
 /** One progress event (one JSON line of `meshkit bench run --json`). */
 export interface BenchEvent {
   readonly port: string;
+  /** serial (`ports`) or hid (`hid`). */
+  readonly transport: BenchTransport;
   readonly serial?: string;
   readonly step: BenchStep;
   readonly phase: 'start' | 'done' | 'failed';
@@ -71,6 +80,9 @@ export interface BenchEvent {
 /** The outcome for one port. */
 export interface DeviceOutcome {
   readonly port: string;
+  readonly transport: BenchTransport;
+  /** HID: the path the device was last opened at, when it came back at another one. */
+  readonly path?: string;
   readonly status: 'provisioned' | 'failed';
   readonly serial?: string;
   readonly model?: string;
@@ -102,6 +114,8 @@ export interface BenchSummary {
   readonly ports: number;
   readonly provisioned: number;
   readonly failed: number;
+  /** Per transport: ports, provisioned, failed (a transport no port used is left out). */
+  readonly transports: Partial<Record<BenchTransport, { readonly ports: number; readonly provisioned: number; readonly failed: number }>>;
   readonly devices: readonly DeviceOutcome[];
   /** Time per provisioned device (null when none was). */
   readonly timing: { readonly minMs: number; readonly medianMs: number; readonly maxMs: number } | null;
@@ -112,8 +126,12 @@ export interface BenchSummary {
 
 /** Options of {@link runBench}. */
 export interface BenchRunOptions {
-  /** Serial device paths, one worker each. */
+  /** Serial device paths, one worker each (may be empty when `hid` names devices). */
   readonly ports: readonly string[];
+  /** USB HID device paths (hidraw `/dev/hidrawN`, or a node-hid path), one worker each, speaking 64-byte reports. */
+  readonly hid?: readonly string[];
+  /** The HID back end for opening and listing HID devices (default: node-hid); a seam for tests. */
+  readonly hidBackend?: HidBackend;
   /** The output directory (records, head, journal, devices, summary). */
   readonly out: string;
   /** The account directory (src/admin/account.ts). */
@@ -126,6 +144,8 @@ export interface BenchRunOptions {
   readonly config: Uint8Array;
   /** INFO.model values accepted (default: any). */
   readonly models?: readonly string[];
+  /** Reply timeouts per request where devices need longer than the session's (descriptorTimeouts of the models). */
+  readonly timeouts?: EnrollmentPlan['timeouts'];
   /** Workers at once (default: every port). */
   readonly parallel?: number;
   /** Retries per port after a disconnect or timeout (default 2). */
@@ -136,11 +156,12 @@ export interface BenchRunOptions {
   readonly baudRate?: number;
   /** Per-exchange timeout and resends of the device session. */
   readonly session?: Pick<DeviceSessionOptions, 'timeoutMs' | 'retries'>;
-  /** A fresh message codec per session (default: serial frames); `hidCodec` with a HID `openTransport`. */
+  /** A fresh message codec per session of a `ports` entry (default: serial frames); `hid` entries use {@link hidCodec}. */
   readonly codec?: () => SessionCodec;
   /**
-   * Opens a port (default: {@link SerialTransport.open}); a seam for other transports. Re-plug waits poll the path
-   * with `existsSync`, so a port must be a filesystem path.
+   * Opens a `ports` entry (default: {@link SerialTransport.open}); a seam for other transports. Re-plug waits poll
+   * the path with `existsSync`, so a port must be a filesystem path. `hid` entries are opened with
+   * {@link HidTransport.open} over `hidBackend`.
    */
   readonly openTransport?: (port: string) => Promise<Transport>;
   /** Progress events. */
@@ -187,7 +208,7 @@ export function classifyFailure(error: unknown, step: BenchStep | undefined): Fa
   const at = step === undefined ? '' : ` during ${step}`;
   if (causes.some((c) => c instanceof DeviceDisconnectedError)) return { kind: 'unplugged', retryable: true, reason: `unplugged${at}: ${message}` };
   if (causes.some((c) => c instanceof DeviceTimeoutError)) return { kind: 'timeout', retryable: true, reason: `stopped answering${at}: ${message}` };
-  if (causes.some((c) => c instanceof SerialOpenError)) return { kind: 'open', retryable: true, reason: `cannot open the port: ${message}` };
+  if (causes.some((c) => c instanceof SerialOpenError || c instanceof HidOpenError)) return { kind: 'open', retryable: true, reason: `cannot open the port: ${message}` };
   return { kind: 'fatal', retryable: false, reason: `${step ?? 'enrollment'}: ${message}` };
 }
 
@@ -375,26 +396,148 @@ async function reopen(port: string, openTransport: (port: string) => Promise<Tra
   return undefined;
 }
 
+/** A USB identity that names one device: VID, PID and a non-empty USB serial number. */
+interface HidIdentity {
+  readonly vendorId: number;
+  readonly productId: number;
+  readonly serialNumber: string;
+}
+
+function sameHid(d: HidDeviceInfo, id: HidIdentity): boolean {
+  return d.vendorId === id.vendorId && d.productId === id.productId && d.serialNumber === id.serialNumber;
+}
+
+/** How one bench worker reaches its device: first open, re-plug wait, codec, the path it is at now. */
+interface Endpoint {
+  readonly port: string;
+  readonly transport: BenchTransport;
+  /** Where the device is now (HID: may differ from `port` after a re-plug). */
+  readonly path: string;
+  open(): Promise<Transport>;
+  /** Waits until the device is back and opens it, until the deadline; open failures meanwhile do not count. */
+  waitBack(deadline: number, wasUnplugged: boolean): Promise<Transport | undefined>;
+  codec(): SessionCodec | undefined;
+}
+
 /**
- * Runs the bench over every port and returns the summary (also written to OUT/summary.json).
+ * A HID worker's endpoint. The re-plug wait polls the HID listing ({@link listHidDevices}), not the file system, so
+ * node-hid paths that are not files (libusb `1-1:1.2`) work too. Once the device has been opened and listed with a
+ * USB serial number, only that device (same VID, PID and serial number) is taken back — at its old path or, when
+ * hidraw numbered it anew, at another path that no other worker holds open.
+ */
+function hidEndpoint(port: string, backend: HidBackend | undefined, held: Set<string>): Endpoint {
+  let path = port;
+  let identity: HidIdentity | undefined;
+  const list = async (): Promise<HidDeviceInfo[] | undefined> => {
+    try {
+      return await listHidDevices({}, backend);
+    } catch {
+      return undefined;
+    }
+  };
+  const openAt = async (at: string): Promise<Transport> => {
+    const t = await HidTransport.open(at, { openTimeoutMs: 5000, ...(backend === undefined ? {} : { backend }) });
+    path = at;
+    held.add(at);
+    t.onClose(() => held.delete(at));
+    if (identity === undefined) {
+      const me = (await list())?.find((d) => d.path === at);
+      if (me !== undefined && me.serialNumber !== undefined && me.serialNumber !== '') {
+        identity = { vendorId: me.vendorId, productId: me.productId, serialNumber: me.serialNumber };
+      }
+    }
+    return t;
+  };
+  return {
+    port,
+    transport: 'hid',
+    get path() {
+      return path;
+    },
+    open: () => openAt(path),
+    waitBack: async (deadline, wasUnplugged) => {
+      if (wasUnplugged) await sleep(200);
+      while (Date.now() <= deadline) {
+        const devices = await list();
+        if (devices !== undefined) {
+          const id = identity;
+          const there = devices.find((d) => d.path === path);
+          const target = id === undefined
+            ? there?.path
+            : there !== undefined && sameHid(there, id) ? there.path : devices.find((d) => sameHid(d, id) && !held.has(d.path))?.path;
+          if (target !== undefined) {
+            try {
+              return await openAt(target);
+            } catch {
+              // not ready yet (permissions, a node that lingers): poll again
+            }
+          }
+        }
+        await sleep(150);
+      }
+      return undefined;
+    },
+    codec: () => hidCodec(),
+  };
+}
+
+/**
+ * The HID devices whose USB VID/PID match a `devices/` descriptor with transport hid (and its usage page, when the
+ * descriptor's USB entry gives one as `usagePage`, 4 hex digits), with the descriptor id — what `--discover` adds.
+ * @param descriptors the descriptors (src/device/descriptors.ts `loadDescriptors`)
+ * @param backend the HID back end (default node-hid)
+ * @returns the matching devices, in listing order, one per path
+ * @throws TypeError when descriptors is not an array
+ * @throws HidUnavailableError when node-hid (or libusb-1.0 / libudev) cannot be loaded
+ * @throws DeviceError (ERR_DEVICE) when the enumeration fails
+ */
+export async function discoverHidDevices(descriptors: readonly DeviceDescriptor[], backend?: HidBackend): Promise<Array<HidDeviceInfo & { readonly descriptor: string }>> {
+  if (!Array.isArray(descriptors)) throw new TypeError(`"descriptors" expected an array, got ${describe(descriptors)}`);
+  const hex = (n: number): string => n.toString(16).padStart(4, '0');
+  const found: Array<HidDeviceInfo & { descriptor: string }> = [];
+  for (const d of await listHidDevices({}, backend)) {
+    if (found.some((f) => f.path === d.path)) continue;
+    const match = descriptors.find((desc: DeviceDescriptor) => desc.transport === 'hid' && desc.usb.some((u: UsbId) => {
+      if (u.vid !== hex(d.vendorId) || u.pid !== hex(d.productId)) return false;
+      return u.usagePage === undefined || Number.parseInt(u.usagePage, 16) === d.usagePage;
+    }));
+    if (match !== undefined) found.push({ ...d, descriptor: match.id });
+  }
+  return found;
+}
+
+/**
+ * Runs the bench over every port (serial `ports` and HID `hid`) and returns the summary (also written to OUT/summary.json).
  * @param options ports, output directory, account, keys, configuration, limits, progress observer
  * @returns the summary; devices that failed are in it with their reasons (nothing throws for a device failure)
- * @throws TypeError / RangeError for a wrong option (non-Ed25519 keys, no ports, parallel out of range)
+ * @throws TypeError / RangeError for a wrong option (non-Ed25519 keys, no port in `ports` and `hid` together, a path
+ *   named twice or empty, a `hidBackend` that is not one, parallel out of range)
  * @throws MeshkitError `ERR_IO` (output directory, lock), `ERR_LOG_BROKEN` (an existing records.jsonl that does not
  *   verify), `ERR_PROFILE_MISMATCH` (the output directory belongs to another bench key or account), ProfileError (an
  *   account that does not verify)
  */
 export async function runBench(options: BenchRunOptions): Promise<BenchSummary> {
   aobject(options, 'options');
-  if (!Array.isArray(options.ports) || options.ports.length === 0) throw new RangeError('"ports" expected at least one port');
+  if (!Array.isArray(options.ports)) throw new TypeError(`"ports" expected an array, got ${describe(options.ports)}`);
   options.ports.forEach((p, i) => astring(p, `ports[${i}]`));
-  if (new Set(options.ports).size !== options.ports.length) throw new RangeError('"ports" names a port twice');
+  const hidPaths = options.hid ?? [];
+  if (!Array.isArray(hidPaths)) throw new TypeError(`"hid" expected an array, got ${describe(hidPaths)}`);
+  hidPaths.forEach((p, i) => astring(p, `hid[${i}]`));
+  const total = options.ports.length + hidPaths.length;
+  if (total === 0) throw new RangeError('"ports" and "hid" expected at least one port');
+  for (const [field, list] of [['ports', options.ports], ['hid', hidPaths]] as const) {
+    if (list.some((p) => p === '')) throw new RangeError(`"${field}" names an empty path`);
+  }
+  if (new Set([...options.ports, ...hidPaths]).size !== total) throw new RangeError('"ports" and "hid" name a port twice');
+  if (options.hidBackend !== undefined && (typeof options.hidBackend !== 'object' || typeof options.hidBackend.open !== 'function')) {
+    throw new TypeError('"hidBackend" expected a HidBackend');
+  }
   astring(options.out, 'out');
   astring(options.account, 'account');
   checkEd25519(options.admin, 'admin');
   checkEd25519(options.bench, 'bench');
   if (!(options.config instanceof Uint8Array)) throw new TypeError(`"config" expected a Uint8Array, got ${describe(options.config)}`);
-  const parallel = aint(options.parallel ?? options.ports.length, 'parallel', 1, 1024);
+  const parallel = aint(options.parallel ?? total, 'parallel', 1, 1024);
   const retries = aint(options.retries ?? DEFAULT_BENCH_RETRIES, 'retries', 0, 100);
   const replugTimeoutMs = aint(options.replugTimeoutMs ?? DEFAULT_REPLUG_TIMEOUT_MS, 'replugTimeoutMs', 0, 86_400_000);
   const baudRate = aint(options.baudRate ?? 115200, 'baudRate', 1, 16_000_000);
@@ -407,6 +550,19 @@ export async function runBench(options: BenchRunOptions): Promise<BenchSummary> 
     }
   };
   const openTransport = options.openTransport ?? ((port: string) => SerialTransport.open(port, { baudRate, openTimeoutMs: 5000 }));
+  const serialEndpoint = (port: string): Endpoint => ({
+    port,
+    transport: 'serial',
+    path: port,
+    open: () => openTransport(port),
+    waitBack: (deadline, wasUnplugged) => reopen(port, openTransport, deadline, wasUnplugged),
+    codec: () => options.codec?.(),
+  });
+  const heldHid = new Set<string>();
+  const endpoints: Endpoint[] = [
+    ...options.ports.map(serialEndpoint),
+    ...hidPaths.map((p) => hidEndpoint(p, options.hidBackend, heldHid)),
+  ];
 
   const out = resolve(options.out);
   await mkdir(join(out, BenchFiles.journal), { recursive: true }).catch((e: unknown) => {
@@ -436,6 +592,7 @@ export async function runBench(options: BenchRunOptions): Promise<BenchSummary> 
       master: account.masterProfile,
       config: options.config,
       ...(options.models === undefined ? {} : { models: options.models }),
+      ...(options.timeouts === undefined ? {} : { timeouts: options.timeouts }),
       connect: (device: SignedProfile) => accountMutex.run(async () => {
         // connectDevice takes the account lock itself; another process holding it is waited for, briefly.
         for (let attempt = 0; ; attempt++) {
@@ -458,30 +615,34 @@ export async function runBench(options: BenchRunOptions): Promise<BenchSummary> 
     const started = now();
     const t0 = Date.now();
 
-    const runPort = async (port: string): Promise<DeviceOutcome> => {
+    const runPort = async (endpoint: Endpoint): Promise<DeviceOutcome> => {
+      const { port, transport: kind } = endpoint;
       const start = Date.now();
       let serial: string | undefined;
       let model: string | undefined;
       let failure: (FailureClass & { step: BenchStep | undefined }) | undefined;
       let attempts = 0;
       const maxAttempts = retries + 1;
-      const base = (): { port: string; serial?: string } => (serial === undefined ? { port } : { port, serial });
+      const base = (): { port: string; transport: BenchTransport; serial?: string } => (serial === undefined ? { port, transport: kind } : { port, transport: kind, serial });
+      const moved = (): { path?: string } => (endpoint.path === port ? {} : { path: endpoint.path });
       while (attempts < maxAttempts) {
         attempts++;
         let transport: Transport | undefined;
         emit({ ...base(), step: attempts === 1 ? 'open' : 'replug', phase: 'start', status: attempts === 1 ? 'running' : 'waiting', attempt: attempts });
         if (attempts === 1) {
           try {
-            transport = await openTransport(port);
+            transport = await endpoint.open();
           } catch (e) {
             failure = { ...classifyFailure(e, 'open'), step: 'open' };
           }
-          if (transport === undefined && replugTimeoutMs > 0 && retries > 0) {
-            emit({ ...base(), step: 'open', phase: 'failed', status: 'waiting', attempt: attempts, detail: `${failure?.reason ?? 'cannot open'}; waiting for the port`, retryable: true });
-            transport = await reopen(port, openTransport, Date.now() + replugTimeoutMs, false);
+          if (transport === undefined && failure?.retryable === true && replugTimeoutMs > 0 && retries > 0) {
+            emit({ ...base(), step: 'open', phase: 'failed', status: 'waiting', attempt: attempts, detail: `${failure.reason}; waiting for the port`, retryable: true });
+            transport = await endpoint.waitBack(Date.now() + replugTimeoutMs, false);
+            if (transport !== undefined) failure = undefined;
           }
+          if (transport === undefined && failure?.retryable === false) break;
         } else {
-          transport = await reopen(port, openTransport, Date.now() + replugTimeoutMs, failure?.kind === 'unplugged');
+          transport = await endpoint.waitBack(Date.now() + replugTimeoutMs, failure?.kind === 'unplugged');
           if (transport === undefined && failure !== undefined) {
             failure = { ...failure, reason: `${failure.reason}; not back within ${Math.round(replugTimeoutMs / 1000)} s` };
           }
@@ -490,9 +651,11 @@ export async function runBench(options: BenchRunOptions): Promise<BenchSummary> 
           failure ??= { kind: 'open', retryable: true, reason: `cannot open ${port}`, step: 'open' };
           break;
         }
-        emit({ ...base(), step: attempts === 1 ? 'open' : 'replug', phase: 'done', status: 'running', attempt: attempts });
+        emit({ ...base(), step: attempts === 1 ? 'open' : 'replug', phase: 'done', status: 'running', attempt: attempts,
+          ...(endpoint.path === port ? {} : { detail: `at ${endpoint.path}` }) });
         const counted = countingTransport(transport);
-        const session = new DeviceSession(counted, { ...options.session, ...(options.codec === undefined ? {} : { codec: options.codec() }) });
+        const codec = endpoint.codec();
+        const session = new DeviceSession(counted, { ...options.session, ...(codec === undefined ? {} : { codec }) });
         let current: BenchStep | undefined;
         const attempt = attempts;
         try {
@@ -520,7 +683,7 @@ export async function runBench(options: BenchRunOptions): Promise<BenchSummary> 
           const ms = Date.now() - start;
           emit({ ...base(), step: 'result', phase: 'done', status: 'provisioned', attempt, ms, detail: `${result.resumed}; record ${entry.Index}` });
           return {
-            port, status: 'provisioned', serial: result.serial, model: result.model, deviceId: result.deviceId, attempts, ms,
+            port, transport: kind, ...moved(), status: 'provisioned', serial: result.serial, model: result.model, deviceId: result.deviceId, attempts, ms,
             resumed: result.resumed, recordIndex: entry.Index, recordId: entry.Id,
             ...(existing ? { alreadyRecorded: true } : {}),
             bytesSent: result.bytesSent, bytesReceived: result.bytesReceived,
@@ -532,7 +695,7 @@ export async function runBench(options: BenchRunOptions): Promise<BenchSummary> 
             const ms = Date.now() - start;
             emit({ ...base(), step: 'result', phase: 'done', status: 'provisioned', attempt, ms, detail: `already recorded (record ${done.Index})` });
             return {
-              port, status: 'provisioned', serial: String(done.Body['Serial']), model: String(done.Body['Model']), deviceId: String(done.Body['Device']),
+              port, transport: kind, ...moved(), status: 'provisioned', serial: String(done.Body['Serial']), model: String(done.Body['Model']), deviceId: String(done.Body['Device']),
               attempts, ms, recordIndex: done.Index, recordId: done.Id, alreadyRecorded: true,
             };
           }
@@ -549,24 +712,24 @@ export async function runBench(options: BenchRunOptions): Promise<BenchSummary> 
       const ms = Date.now() - start;
       emit({ ...base(), step: 'result', phase: 'failed', status: 'failed', attempt: attempts, ms, detail: f.reason, retryable: f.retryable });
       return {
-        port, status: 'failed', attempts, ms, reason: f.reason, retryable: f.retryable,
+        port, transport: kind, ...moved(), status: 'failed', attempts, ms, reason: f.reason, retryable: f.retryable,
         ...(serial === undefined ? {} : { serial }), ...(model === undefined ? {} : { model }),
         ...(f.step === undefined ? {} : { step: f.step }),
       };
     };
 
     // At most `parallel` workers at once, ports taken in order.
-    const outcomes: DeviceOutcome[] = new Array<DeviceOutcome>(options.ports.length);
+    const outcomes: DeviceOutcome[] = new Array<DeviceOutcome>(endpoints.length);
     let next = 0;
     const worker = async (): Promise<void> => {
       for (;;) {
         const i = next++;
-        const port = options.ports[i];
-        if (port === undefined) return;
-        outcomes[i] = await runPort(port);
+        const endpoint = endpoints[i];
+        if (endpoint === undefined) return;
+        outcomes[i] = await runPort(endpoint);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(parallel, options.ports.length) }, worker));
+    await Promise.all(Array.from({ length: Math.min(parallel, endpoints.length) }, worker));
 
     const finished = now();
     const elapsedMs = Math.max(1, Date.now() - t0);
@@ -578,6 +741,7 @@ export async function runBench(options: BenchRunOptions): Promise<BenchSummary> 
       ports: outcomes.length,
       provisioned: provisioned.length,
       failed: outcomes.length - provisioned.length,
+      transports: perTransport(outcomes),
       devices: outcomes,
       timing: timingStats(provisioned.map((o) => o.ms)),
       devicesPerHour: Math.round((provisioned.length * 3_600_000 / elapsedMs) * 10) / 10,
@@ -588,6 +752,17 @@ export async function runBench(options: BenchRunOptions): Promise<BenchSummary> 
   } finally {
     await unlock();
   }
+}
+
+function perTransport(outcomes: readonly DeviceOutcome[]): BenchSummary['transports'] {
+  const out: Partial<Record<BenchTransport, { ports: number; provisioned: number; failed: number }>> = {};
+  for (const o of outcomes) {
+    const t = (out[o.transport] ??= { ports: 0, provisioned: 0, failed: 0 });
+    t.ports++;
+    if (o.status === 'provisioned') t.provisioned++;
+    else t.failed++;
+  }
+  return out;
 }
 
 /** One problem {@link verifyBenchOutput} found. */

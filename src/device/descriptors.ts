@@ -30,6 +30,8 @@ export type CapabilityName = keyof typeof Capability;
 export interface UsbId {
   readonly vid: string;
   readonly pid: string;
+  /** HID: the vendor usage page of the meshkit interface (4 lowercase hex digits, e.g. ff00). */
+  readonly usagePage?: string;
   readonly note?: string;
 }
 
@@ -170,8 +172,15 @@ export function validateDescriptor(value: unknown, source: string): DeviceDescri
     const vid = str(source, o['vid'], `usb[${i}].vid`);
     const pid = str(source, o['pid'], `usb[${i}].pid`);
     if (!HEX4.test(vid) || !HEX4.test(pid)) fail(source, `"usb[${i}]" vid/pid expected 4 lowercase hex digits, got ${vid}:${pid}`);
+    for (const key of Object.keys(o)) if (!['vid', 'pid', 'usagePage', 'note'].includes(key)) fail(source, `unknown member "usb[${i}].${key}"`);
     const note = o['note'] === undefined ? undefined : str(source, o['note'], `usb[${i}].note`);
-    return note === undefined ? { vid, pid } : { vid, pid, note };
+    let usagePage: string | undefined;
+    if (o['usagePage'] !== undefined) {
+      if (transport !== 'hid') fail(source, `"usb[${i}].usagePage" is for HID descriptors`);
+      usagePage = str(source, o['usagePage'], `usb[${i}].usagePage`);
+      if (!HEX4.test(usagePage)) fail(source, `"usb[${i}].usagePage" expected 4 lowercase hex digits, got ${usagePage}`);
+    }
+    return { vid, pid, ...(usagePage === undefined ? {} : { usagePage }), ...(note === undefined ? {} : { note }) };
   });
   if (transport === 'hid' && usb.length === 0) fail(source, '"usb" must name at least one VID/PID for a HID device');
   const k = obj(source, d['keys'], 'keys');
@@ -222,6 +231,19 @@ export function validateDescriptor(value: unknown, source: string): DeviceDescri
     ...(reportSize === undefined ? {} : { reportSize }),
     usb, keys, cogen, adminSignatures, benchSignatures, maxConfig, quirks, capabilities, timeouts,
   };
+}
+
+/**
+ * The reply timeouts a bench needs for devices of these descriptors: per request, the longest any of them asks for.
+ * @throws TypeError when descriptors is not an array
+ */
+export function descriptorTimeouts(descriptors: readonly DeviceDescriptor[]): Partial<Record<EnrollRequest, number>> {
+  if (!Array.isArray(descriptors)) throw new TypeError('"descriptors" expected an array');
+  const out: Partial<Record<EnrollRequest, number>> = {};
+  for (const d of descriptors) {
+    for (const [request, ms] of Object.entries(d.timeouts) as Array<[EnrollRequest, number]>) out[request] = Math.max(out[request] ?? 0, ms);
+  }
+  return out;
 }
 
 /**

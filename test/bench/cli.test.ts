@@ -229,4 +229,35 @@ describe.skipIf(reason !== undefined)('meshkit bench / device emulate through bi
     const both = await meshkit(['device', 'emulate', '--tty', '/dev/null', '--pty', '--state', join(lab.dir, 'x.state')]);
     expect(both.code).toBe(2);
   }, 60_000);
+
+  it('--hid: a HID path that is not there fails that device (exit 1), the summary naming the transport; the same path under --port and --hid is a usage error', async () => {
+    const run = await meshkit([...runArgs([], 'out-hid'), '--hid', '/dev/hidraw-meshkit-absent', '--retries', '0', '--json']);
+    expect(run.code, run.stderr).toBe(1);
+    const lines = run.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const summary = (lines.at(-1) as { summary: { transports: unknown; devices: Array<Record<string, unknown>> } }).summary;
+    expect(summary.transports).toEqual({ hid: { ports: 1, provisioned: 0, failed: 1 } });
+    expect(summary.devices[0]).toMatchObject({ port: '/dev/hidraw-meshkit-absent', transport: 'hid', status: 'failed', step: 'open' });
+    // node-hid cannot open it (or cannot load at all where libusb-1.0 is missing): either way the reason says so
+    expect(String(summary.devices[0]?.['reason'])).toMatch(/hidraw-meshkit-absent|node-hid/);
+    for (const e of lines.slice(0, -1)) expect(e).toMatchObject({ port: '/dev/hidraw-meshkit-absent', transport: 'hid' });
+
+    const twice = await meshkit([...runArgs(['/dev/ttyX9'], 'out-hid2'), '--hid', '/dev/ttyX9']);
+    expect(twice.code).toBe(2);
+    expect(twice.stderr).toContain('/dev/ttyX9 is named twice');
+  }, 60_000);
+
+  it('`bench ports --json` lists serial ports and HID devices, each with its transport', async () => {
+    const run = await meshkit(['bench', 'ports', '--json']);
+    expect(run.code, run.stderr).toBe(0);
+    const ports = JSON.parse(run.stdout) as Array<{ transport: string; path: string; descriptor: string | null }>;
+    expect(Array.isArray(ports)).toBe(true);
+    for (const p of ports) {
+      expect(['serial', 'hid']).toContain(p.transport);
+      expect(typeof p.path).toBe('string');
+    }
+    const text = await meshkit(['bench', 'ports']);
+    expect(text.code).toBe(0);
+    // the HID half always says something: devices, none, or why they cannot be listed
+    expect(text.stdout).toMatch(/^hid {5}|no HID devices|HID devices cannot be listed/m);
+  }, 60_000);
 });

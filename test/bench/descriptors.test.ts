@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { listSerialPorts } from '../../src/device/transport/serial.js';
 import {
+  descriptorTimeouts,
   capabilityMask, DescriptorError, DEVICES_DIR, findDescriptor, loadDescriptors, matchUsb, validateDescriptor,
 } from '../../src/device/descriptors.js';
 
@@ -23,7 +24,11 @@ describe('device descriptors', () => {
     const esp = findDescriptor(all, 'esp32-s3-usb-serial');
     expect(esp).toMatchObject({ transport: 'serial', baud: 115200, cogen: true, timeouts: { KEYGEN: 5000, COGEN: 5000 } });
     expect(findDescriptor(all, 'emulator')?.timeouts).toEqual({});
-    expect(findDescriptor(all, 'hid-token')).toMatchObject({ transport: 'hid', reportSize: 64 });
+    // what bench run passes to enrollment: the longest per request among the descriptors in play
+    expect(descriptorTimeouts(all)).toEqual({ KEYGEN: 5000, COGEN: 5000 });
+    expect(descriptorTimeouts(all.filter((d) => d.id === 'emulator'))).toEqual({});
+    expect(descriptorTimeouts([{ ...esp!, timeouts: { KEYGEN: 9000 } }, esp!])).toEqual({ KEYGEN: 9000, COGEN: 5000 });
+    expect(findDescriptor(all, 'hid-token')).toMatchObject({ transport: 'hid', reportSize: 64, usb: [{ vid: '1209', pid: '0001', usagePage: 'ff00' }] });
     expect(findDescriptor(all, 'esp32s3-devkit')?.id).toBe('esp32-s3-usb-serial'); // by INFO model
     expect(findDescriptor(all, 'no-such-model')).toBeUndefined();
   });
@@ -51,6 +56,9 @@ describe('device descriptors', () => {
     ['another version', { ...shipped, version: 2 }, /"version"/],
     ['a timeout for a message that is not a request', { ...shipped, timeouts: { PUBKEYS: 100 } }, /"timeouts\.PUBKEYS": not a request/],
     ['a zero timeout', { ...shipped, timeouts: { KEYGEN: 0 } }, /timeouts\.KEYGEN/],
+    ['a usage page on a serial descriptor', { ...shipped, usb: [{ vid: '303a', pid: '1001', usagePage: 'ff00' }] }, /usagePage" is for HID/],
+    ['a usage page that is not 4 hex digits', { ...hid, usb: [{ vid: '1209', pid: '0001', usagePage: 'FF00' }] }, /usagePage" expected 4 lowercase/],
+    ['an unknown member of a USB entry', { ...hid, usb: [{ vid: '1209', pid: '0001', serial: 'x' }] }, /unknown member "usb\[0\]\.serial"/],
   ];
   for (const [what, value, message] of bad) {
     it(`refuses ${what}`, () => {

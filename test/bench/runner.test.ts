@@ -3,18 +3,131 @@
  * real ceremony on SoftHSM (its admin key on a SoftHSM "card") and a software-keystore bench key: parallel
  * provisioning, the signed record log and its re-verification, a device killed mid-run and resumed, a device
  * unplugged and re-plugged mid-run, a port that never answers, a wrong model, a bench key the device does not pin.
+ * HID workers (`hid`): the real HidTransport and hidCodec over a stand-in node-hid back end whose devices are the
+ * TypeScript soft device (src/device/soft-device.ts) behind a report↔frame bridge — listing, opening, an unplug
+ * (node-hid's 'error'), a re-plug at another hidraw path, an impostor at the old path, discovery by VID/PID. The
+ * real kernel path of the same code (hidraw, usbhid, the C emulator on a gadget) is test/usb/usb-vm.test.ts.
  * Skipped, with the reason printed, only where socat, make, gcc, libsodium or SoftHSM is missing.
  */
+import { EventEmitter } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAccount } from '../../src/admin/account.js';
 import { HashLog, signLogHead } from '../../src/core/hashlog.js';
-import { classifyFailure, runBench, timingStats, verifyBenchOutput, type BenchEvent, type BenchRunOptions } from '../../src/device/bench-runner.js';
-import { DeviceTimeoutError } from '../../src/device/session.js';
+import {
+  classifyFailure, discoverHidDevices, runBench, timingStats, verifyBenchOutput, type BenchEvent, type BenchRunOptions,
+} from '../../src/device/bench-runner.js';
+import { loadDescriptors } from '../../src/device/descriptors.js';
+import { DeviceTimeoutError, hidCodec, serialCodec } from '../../src/device/session.js';
+import { startSoftDevice, type SoftDevice, type SoftDeviceState } from '../../src/device/soft-device.js';
+import type { HidBackend, HidHandle, RawHidDevice } from '../../src/device/transport/hid.js';
+import { createLinkPair } from '../../src/device/transport/link.js';
 import { DeviceDisconnectedError } from '../../src/device/transport/types.js';
 import { makeAccountFixture, type AccountFixture } from '../helpers/account.js';
 import { benchSkipReason, buildEmulator, EmulatorLab, makeBenchKey } from './emulators.js';
+
+/**
+ * A stand-in node-hid back end with plug-in HID tokens. Each token is a soft device (serial frames) behind a bridge
+ * that reassembles the host's 64-byte OUTPUT reports (hidCodec on the request's channel), hands the message to the
+ * soft device as a serial frame, and returns its reply as INPUT reports on the same channel — so the host side runs
+ * the real HidTransport, hidCodec and DeviceSession. The token keeps its "flash" (soft-device state) across unplugs.
+ */
+class FakeHidBus {
+  readonly tokens = new Map<string, FakeToken>();
+  /** Paths opened, in order. */
+  readonly opened: string[] = [];
+  readonly backend: HidBackend = {
+    devices: async () => [...this.tokens.values()].filter((t) => t.path !== undefined).map((t) => t.raw()),
+    open: async (path: string) => {
+      const token = [...this.tokens.values()].find((t) => t.path === path);
+      if (token === undefined) throw new Error(`could not open HID device ${path}`);
+      this.opened.push(path);
+      return token.connect();
+    },
+  };
+
+  token(serial: string, provisionerKey: Uint8Array, path: string, ids: { vendorId?: number; productId?: number; usagePage?: number } = {}): FakeToken {
+    const t = new FakeToken(serial, provisionerKey, ids);
+    t.path = path;
+    this.tokens.set(serial, t);
+    return t;
+  }
+}
+
+class FakeToken {
+  path: string | undefined;
+  state: SoftDeviceState | undefined;
+  readonly seen: string[] = [];
+  #device: SoftDevice | undefined;
+  #handle: (EventEmitter & HidHandle) | undefined;
+  constructor(readonly serial: string, readonly provisionerKey: Uint8Array, readonly ids: { vendorId?: number; productId?: number; usagePage?: number }) {}
+
+  raw(): RawHidDevice {
+    return {
+      vendorId: this.ids.vendorId ?? 0x1209, productId: this.ids.productId ?? 0x0001, path: this.path, serialNumber: this.serial,
+      manufacturer: 'meshkit', product: 'fake token', release: 0x100, interface: 0, usagePage: this.ids.usagePage ?? 0xff00, usage: 1,
+    };
+  }
+
+  connect(): HidHandle {
+    const [host, dev] = createLinkPair(['bridge', 'token']);
+    this.#device = startSoftDevice(dev, {
+      model: 'meshkit-hid-token', serial: this.serial, provisionerKey: this.provisionerKey,
+      ...(this.state === undefined ? {} : { state: this.state }),
+      persist: (state, request) => {
+        this.state = state;
+        this.seen.push(request);
+      },
+    });
+    const handle = new EventEmitter() as EventEmitter & HidHandle;
+    const frames = serialCodec();
+    let codec: ReturnType<typeof hidCodec> | undefined;
+    let cid = 0;
+    let closed = false;
+    host.onData((bytes) => {
+      for (const e of frames.push(bytes)) {
+        if (e.kind !== 'message' || codec === undefined) continue;
+        const wire = codec.encode(e.message.type, e.message.seq, e.message.payload);
+        for (let o = 0; o < wire.length; o += 64) handle.emit('data', Buffer.from(wire.subarray(o, o + 64)));
+      }
+    });
+    handle.write = async (values: number[] | Buffer) => {
+      if (closed) throw new Error('write: device gone');
+      const report = Uint8Array.from(values).subarray(1); // report id 0 first
+      const reportCid = new DataView(report.buffer, report.byteOffset).getUint32(0, false);
+      if (codec === undefined || (((report[4] as number) & 0x80) !== 0 && reportCid !== cid)) {
+        cid = reportCid;
+        codec = hidCodec({ cid });
+      }
+      for (const e of codec.push(report)) {
+        if (e.kind === 'message') void host.send(frames.encode(e.message.type, e.message.seq, e.message.payload)).catch(() => undefined);
+      }
+      return values.length;
+    };
+    handle.close = async () => {
+      if (closed) return;
+      closed = true;
+      await this.#device?.close();
+    };
+    this.#handle = handle;
+    return handle;
+  }
+
+  /** Unplugs the token: node-hid reports a read error on the open handle; the path goes from the listing. */
+  async unplug(): Promise<void> {
+    this.path = undefined;
+    const h = this.#handle;
+    this.#handle = undefined;
+    h?.emit('error', new Error('could not read from HID device'));
+    await h?.close();
+  }
+
+  /** Plugs it back in, at `path`. */
+  plug(path: string): void {
+    this.path = path;
+  }
+}
 
 const reason = benchSkipReason();
 if (reason !== undefined) console.log(`test/bench/runner.test.ts: device suites skipped: ${reason}`);
@@ -224,4 +337,151 @@ describe.skipIf(reason !== undefined)('bench run against C emulators on pty pair
     expect(summary.devices[0]?.reason).toContain('BAD_SIGNATURE');
     await d.stop();
   }, 60_000);
+
+  const hexKey = (hex: string): Uint8Array => Uint8Array.from(Buffer.from(hex, 'hex'));
+
+  it('a mixed run: two HID tokens (hidCodec over HidTransport) and a serial emulator, provisioned together; events and summary name the transport', async () => {
+    const bus = new FakeHidBus();
+    bus.token('HID-M1', hexKey(bench.hex), '/dev/hidraw-fake0');
+    bus.token('HID-M2', hexKey(bench.hex), '/dev/hidraw-fake1');
+    const serialDevice = await lab.device({ name: 'x1', provisionerKey: bench.hex });
+    const events: BenchEvent[] = [];
+    const summary = await runBench(options([serialDevice.port], 'out-mixed', {
+      hid: ['/dev/hidraw-fake0', '/dev/hidraw-fake1'], hidBackend: bus.backend, onEvent: (e) => events.push(e),
+    }));
+    expect(summary.failed, JSON.stringify(summary.devices)).toBe(0);
+    expect(summary.transports).toEqual({ serial: { ports: 1, provisioned: 1, failed: 0 }, hid: { ports: 2, provisioned: 2, failed: 0 } });
+    expect(summary.devices.map((d) => [d.port, d.transport, d.serial])).toEqual([
+      [serialDevice.port, 'serial', serialDevice.serial], ['/dev/hidraw-fake0', 'hid', 'HID-M1'], ['/dev/hidraw-fake1', 'hid', 'HID-M2'],
+    ]);
+    for (const e of events) expect(e.transport).toBe(e.port === serialDevice.port ? 'serial' : 'hid');
+    for (const port of ['/dev/hidraw-fake0', '/dev/hidraw-fake1']) {
+      const steps = events.filter((e) => e.port === port && e.phase === 'done').map((e) => e.step);
+      expect(steps).toEqual(['open', 'hello', 'auth', 'keygen', 'cogen', 'install', 'commit', 'connect', 'record', 'result']);
+    }
+    // the tokens went through the whole state machine on their side (their flash says so)
+    for (const t of bus.tokens.values()) expect(t.seen).toEqual(expect.arrayContaining(['KEYGEN', 'COGEN', 'INSTALL', 'COMMIT']));
+    expect(serialsIn('out-mixed').sort()).toEqual(['HID-M1', 'HID-M2', serialDevice.serial].sort());
+    const report = await verifyBenchOutput(join(lab.dir, 'out-mixed'), { account: account.dir });
+    expect(report.problems).toEqual([]);
+    expect(report.records).toHaveLength(3);
+    await serialDevice.stop();
+  }, 120_000);
+
+  it('a HID token unplugged mid-enrollment: failed-and-retryable; an impostor at the old hidraw path is not taken; re-plugged at another path it resumes, one record', async () => {
+    const bus = new FakeHidBus();
+    const token = bus.token('HID-U1', hexKey(bench.hex), '/dev/hidraw-fake3');
+    const events: BenchEvent[] = [];
+    let unplugged = false;
+    let impostor: FakeToken | undefined;
+    const summary = await runBench(options([], 'out-hid-unplug', {
+      hid: ['/dev/hidraw-fake3'], hidBackend: bus.backend, retries: 2, replugTimeoutMs: 20_000,
+      onEvent: (e) => {
+        events.push(e);
+        if (e.step === 'cogen' && e.phase === 'start' && !unplugged) {
+          unplugged = true;
+          void token.unplug();
+        }
+        if (e.step === 'replug' && e.phase === 'start') {
+          // hidraw numbers anew: another token shows up at the old path first, ours at a new one a moment later
+          impostor = bus.token('HID-OTHER', hexKey(bench.hex), '/dev/hidraw-fake3');
+          setTimeout(() => token.plug('/dev/hidraw-fake4'), 700);
+        }
+      },
+    }));
+    expect(unplugged).toBe(true);
+    const failure = events.find((e) => e.phase === 'failed');
+    expect(failure).toMatchObject({ transport: 'hid', step: 'cogen', retryable: true, status: 'waiting' });
+    expect(failure?.detail).toMatch(/^unplugged during cogen/);
+    expect(events.findIndex((e) => e.step === 'record')).toBeGreaterThan(events.indexOf(failure as BenchEvent));
+    expect(summary.devices[0]).toMatchObject({
+      transport: 'hid', status: 'provisioned', resumed: 'resumed', attempts: 2, serial: 'HID-U1', port: '/dev/hidraw-fake3', path: '/dev/hidraw-fake4',
+    });
+    expect(events.find((e) => e.step === 'replug' && e.phase === 'done')?.detail).toBe('at /dev/hidraw-fake4');
+    // the impostor at the old path was never opened, never touched
+    expect(impostor?.seen).toEqual([]);
+    expect(bus.opened).toEqual(['/dev/hidraw-fake3', '/dev/hidraw-fake4']);
+    expect(serialsIn('out-hid-unplug')).toEqual(['HID-U1']);
+    expect((await verifyBenchOutput(join(lab.dir, 'out-hid-unplug'), { account: account.dir })).ok).toBe(true);
+  }, 120_000);
+
+  it('a HID path that is not a file (a node-hid libusb path) comes back at the same path after an unplug', async () => {
+    const bus = new FakeHidBus();
+    const token = bus.token('HID-L1', hexKey(bench.hex), '1-1:1.2');
+    let unplugged = false;
+    const summary = await runBench(options([], 'out-hid-libusb', {
+      hid: ['1-1:1.2'], hidBackend: bus.backend, retries: 1, replugTimeoutMs: 20_000,
+      onEvent: (e) => {
+        if (e.step === 'install' && e.phase === 'start' && !unplugged) {
+          unplugged = true;
+          void token.unplug();
+          setTimeout(() => token.plug('1-1:1.2'), 400);
+        }
+      },
+    }));
+    expect(unplugged).toBe(true);
+    expect(summary.devices[0]).toMatchObject({ transport: 'hid', status: 'provisioned', resumed: 'resumed', attempts: 2 });
+    expect(summary.devices[0]?.path).toBeUndefined();
+    expect(serialsIn('out-hid-libusb')).toEqual(['HID-L1']);
+  }, 120_000);
+
+  it('a HID token that does not come back within the re-plug timeout is failed-and-retryable, not provisioned; one not there at all fails at open', async () => {
+    const bus = new FakeHidBus();
+    const token = bus.token('HID-G1', hexKey(bench.hex), '/dev/hidraw-fake5');
+    let unplugged = false;
+    const summary = await runBench(options([], 'out-hid-gone', {
+      hid: ['/dev/hidraw-fake5', '/dev/hidraw-absent'], hidBackend: bus.backend, retries: 1, replugTimeoutMs: 600,
+      onEvent: (e) => {
+        if (e.port === '/dev/hidraw-fake5' && e.step === 'keygen' && e.phase === 'start' && !unplugged) {
+          unplugged = true;
+          void token.unplug();
+        }
+      },
+    }));
+    expect(summary.devices[0]).toMatchObject({ transport: 'hid', status: 'failed', retryable: true, step: 'keygen', serial: 'HID-G1' });
+    expect(summary.devices[0]?.reason).toMatch(/^unplugged during keygen.*not back within/);
+    expect(summary.devices[1]).toMatchObject({ transport: 'hid', status: 'failed', retryable: true, step: 'open' });
+    expect(summary.devices[1]?.reason).toMatch(/cannot open the port: cannot open HID device \/dev\/hidraw-absent/);
+    expect(summary.provisioned).toBe(0);
+    expect(readFileSync(join(lab.dir, 'out-hid-gone', 'records.jsonl'), 'utf8')).toBe('');
+  }, 60_000);
+
+  it('a HID token that pins another bench key fails at auth with BAD_SIGNATURE, not retried', async () => {
+    const bus = new FakeHidBus();
+    bus.token('HID-B1', hexKey(other.hex), '/dev/hidraw-fake6');
+    const summary = await runBench(options([], 'out-hid-untrusted', { hid: ['/dev/hidraw-fake6'], hidBackend: bus.backend, retries: 3, replugTimeoutMs: 5000 }));
+    expect(summary.devices[0]).toMatchObject({ transport: 'hid', status: 'failed', retryable: false, attempts: 1, step: 'auth' });
+    expect(summary.devices[0]?.reason).toContain('BAD_SIGNATURE');
+  }, 60_000);
+
+  it('checks the port lists: none at all, a path in both lists, a wrong hid list, a wrong back end', async () => {
+    await expect(runBench(options([], 'out-args'))).rejects.toThrow(RangeError);
+    await expect(runBench(options(['/dev/x'], 'out-args', { hid: ['/dev/x'] }))).rejects.toThrow(/name a port twice/);
+    await expect(runBench(options([], 'out-args', { hid: '/dev/hidraw0' as unknown as string[] }))).rejects.toThrow(TypeError);
+    await expect(runBench(options([], 'out-args', { hid: [''] }))).rejects.toThrow(RangeError);
+    await expect(runBench(options([], 'out-args', { hid: ['/dev/x'], hidBackend: {} as HidBackend }))).rejects.toThrow(TypeError);
+  });
+});
+
+describe('HID discovery by the devices/ descriptors', () => {
+  it('finds the HID devices whose VID/PID match a hid descriptor; other VID/PIDs are left out', async () => {
+    const bus = new FakeHidBus();
+    const key = new Uint8Array(32);
+    bus.token('D1', key, '/dev/hidraw7');
+    bus.token('D2', key, '/dev/hidraw8', { vendorId: 0x1234, productId: 0x5678 });
+    bus.token('D3', key, '/dev/hidraw9', { productId: 0x0002 });
+    const found = await discoverHidDevices(await loadDescriptors(), bus.backend);
+    expect(found.map((d) => [d.path, d.descriptor, d.serialNumber])).toEqual([['/dev/hidraw7', 'hid-token', 'D1']]);
+    await expect(discoverHidDevices('x' as never, bus.backend)).rejects.toThrow(TypeError);
+  });
+
+  it('honours a usage page given in a descriptor USB entry', async () => {
+    const bus = new FakeHidBus();
+    const key = new Uint8Array(32);
+    bus.token('P1', key, '/dev/hidraw10', { usagePage: 0xff00 });
+    bus.token('P2', key, '/dev/hidraw11', { usagePage: 0x0001 });
+    const descriptors = (await loadDescriptors()).map((d) => (d.transport === 'hid' ? { ...d, usb: d.usb.map((u) => ({ ...u, usagePage: 'ff00' })) } : d));
+    const found = await discoverHidDevices(descriptors, bus.backend);
+    expect(found.map((d) => d.path)).toEqual(['/dev/hidraw10']);
+  });
 });

@@ -9,8 +9,11 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadAccount } from '../../src/admin/account.js';
 import { verifyLog, verifyLogHead } from '../../src/core/hashlog.js';
 import { readProfile, verifyProfile } from '../../src/core/profiles.js';
+import { verifyBenchOutput } from '../../src/device/bench-runner.js';
+import { emulatorUnavailable } from '../../src/device/emulator.js';
 
 const run = promisify(execFile);
 const BIN = resolve('bin/meshkit.js');
@@ -41,6 +44,18 @@ interface Summary {
   portal: { url: string; db: string; account: string; logCount: number; proven: boolean };
   account: string;
   revoked: { name: string; identifier: string; sequence: number };
+  bench: {
+    mode: 'emulator' | 'inprocess';
+    reason?: string;
+    dir: string;
+    benchKey: string;
+    provisioned: number;
+    failed: number;
+    devices: Array<{ serial: string; port: string; deviceId: string; ms: number; bytesSent?: number; bytesReceived?: number; record: number }>;
+    log: { count: number; head: string | null; file: string; headFile: string };
+    verified: string;
+  };
+  steps: Array<{ step: string; detail: string; ms: number }>;
 }
 let summary: Summary;
 let softwareSummary: Summary;
@@ -53,7 +68,8 @@ beforeAll(async () => {
   expect(r.code, r.stderr).toBe(0);
   summary = JSON.parse(r.stdout) as Summary;
   softwareOut = join(root, 'demo-software');
-  const s = await meshkit(['demo', '--software', '--out', softwareOut, '--json']);
+  // The software run also forces the in-process bench devices (the fallback path), through the environment.
+  const s = await meshkit(['demo', '--software', '--out', softwareOut, '--json'], { MESHKIT_DEMO_DEVICES: 'inprocess' });
   expect(s.code, s.stderr).toBe(0);
   softwareSummary = JSON.parse(s.stdout) as Summary;
 }, 120_000);
@@ -95,8 +111,9 @@ describe('meshkit demo', () => {
 
   it('published the account to a portal on loopback with SQLite, and its notary log verifies offline', async () => {
     expect(summary.portal).toMatchObject({ proven: true, db: 'portal/portal.db' });
-    // CreateAccount, Personal Sequence 2 (bench), ConnectStart, Personal Sequence 3 (accepted), ConnectComplete, Personal Sequence 4 (revoked)
-    expect(summary.portal.logCount).toBe(6);
+    // CreateAccount, Personal Sequence 2 (bench), ConnectStart, Personal Sequence 3 (accepted), ConnectComplete,
+    // Personal Sequences 4–6 (the three devices of the provisioning bench), Personal Sequence 7 (revoked)
+    expect(summary.portal.logCount).toBe(9);
     const exported = join(root, 'portal-log.jsonl');
     const ex = await meshkit(['portal', 'log', 'export', '--db', `sqlite:${join(out, summary.portal.db)}`]);
     expect(ex.code, ex.stderr).toBe(0);
@@ -128,10 +145,11 @@ describe('meshkit demo', () => {
     const vm = await verifyProfile(master);
     expect(vm.identifier).toBe(summary.master.identifier);
     const vp = await verifyProfile(personal, { master });
-    expect(vp.sequence).toBe(4);
-    expect(summary.revoked.sequence).toBe(4);
+    expect(vp.sequence).toBe(7);
+    expect(summary.revoked.sequence).toBe(7);
     expect(vp.signerKeyId).toBe(summary.master.adminKey);
-    expect(vp.devices).toHaveLength(1);
+    expect(vp.devices).toHaveLength(4);
+    expect(summary.devices).toHaveLength(5);
     for (const d of summary.devices) {
       const signed = await readFile(join(out, d.file), 'utf8');
       if (d.identifier === summary.revoked.identifier) {
@@ -141,7 +159,58 @@ describe('meshkit demo', () => {
       }
     }
     const history = summary.files.filter((f) => f.startsWith('account/history/PersonalProfile-'));
-    expect(history).toHaveLength(4);
+    expect(history).toHaveLength(7);
+  });
+
+  it('provisions three emulated devices at its bench — the C emulator on ptys where it can run, else in process — and says which', () => {
+    const why = emulatorUnavailable();
+    expect(summary.bench.mode).toBe(why === undefined ? 'emulator' : 'inprocess');
+    if (why !== undefined) console.log(`test/cli/profile-demo.test.ts: the default demo ran its bench in process: ${why}`);
+    expect(softwareSummary.bench.mode).toBe('inprocess');
+    expect(softwareSummary.bench.reason).toMatch(/asked for/u);
+    for (const s of [summary, softwareSummary]) {
+      expect(s.bench).toMatchObject({ provisioned: 3, failed: 0, verified: 'ok', dir: 'bench' });
+      expect(new Set(s.bench.devices.map((d) => d.serial)).size).toBe(3);
+      expect(s.bench.devices.map((d) => d.record).sort()).toEqual([0, 1, 2]);
+      for (const d of s.bench.devices) expect(d.bytesSent! > 0 && d.bytesReceived! > 0, JSON.stringify(d)).toBe(true);
+      if (s.bench.mode === 'emulator') for (const d of s.bench.devices) expect(existsSync(d.port), `${d.port} is left behind`).toBe(false);
+      else for (const d of s.bench.devices) expect(d.port).toMatch(/^link:device-\d$/u);
+      const line = s.steps.find((x) => x.step === 'provision')!.detail;
+      expect(line).toMatch(s.bench.mode === 'emulator' ? /^3 devices provisioned over socat ptys by the C firmware emulator/u : /^3 devices provisioned in process \(/u);
+      expect(line).toMatch(/per device/u);
+      expect(s.steps.map((x) => x.step)).toEqual(['tokens', 'ceremony', 'recovery', 'portal', 'connect', 'request', 'provision', 'verify', 'revoke', 'notary', 'log']);
+      expect(s.files).toEqual(expect.arrayContaining(['bench/records.jsonl', 'bench/records.head.json', 'bench/bench.json', 'bench-config.json',
+        ...s.bench.devices.map((d) => `bench/devices/${d.deviceId}.json`)]));
+    }
+  });
+
+  it('its bench records verify independently against the account, and the Personal Profile lists the composite Device Profiles', async () => {
+    for (const [dir, s] of [[out, summary], [softwareOut, softwareSummary]] as const) {
+      const report = await verifyBenchOutput(join(dir, s.bench.dir), { account: join(dir, s.account) });
+      expect(report.problems).toEqual([]);
+      expect(report.ok).toBe(true);
+      expect(report.count).toBe(3);
+      expect(report.benchKey).toBe(s.bench.benchKey);
+      expect(report.records.map((r) => r.device).sort()).toEqual(s.bench.devices.map((d) => d.deviceId).sort());
+      const personal = await readFile(join(dir, s.personal.file), 'utf8');
+      const vp = await verifyProfile(personal, { master: await readFile(join(dir, 'ceremony', 'master.json'), 'utf8') });
+      const account = await loadAccount(join(dir, s.account));
+      for (const d of s.bench.devices) {
+        const composite = await readFile(join(dir, s.bench.dir, 'devices', `${d.deviceId}.json`), 'utf8');
+        await expect(verifyProfile(composite, { personal })).resolves.toMatchObject({ identifier: d.deviceId, connected: true });
+        expect(vp.devices?.map((x) => x.identifier)).toContain(d.deviceId);
+        expect(account.index.Devices[d.deviceId]).toBeDefined();
+      }
+      // the CLI agrees
+      const v = await meshkit(['bench', 'verify', '--out', join(dir, s.bench.dir), '--account', join(dir, s.account)]);
+      expect(v.code, v.stderr).toBe(0);
+    }
+    // a record changed after the fact is caught
+    const records = join(softwareOut, softwareSummary.bench.dir, 'records.jsonl');
+    const text = await readFile(records, 'utf8');
+    await writeFile(records, text.replace(/"Serial":"DEMO-0002"/u, '"Serial":"DEMO-0009"'));
+    expect((await verifyBenchOutput(join(softwareOut, softwareSummary.bench.dir))).ok).toBe(false);
+    await writeFile(records, text);
   });
 
   it('meshkit profile verify --account reports the revoked device in one line', async () => {
@@ -176,6 +245,12 @@ describe('meshkit demo', () => {
     for (const f of summary.files.filter((f) => /\.(keys|pin)$|passphrase\.txt$/u.test(f))) {
       expect(((await stat(join(out, f))).mode & 0o077), f).toBe(0);
     }
+    // the emulated devices' "flash" (their secret scalars) is private too, in both bench modes
+    for (const [dir, s] of [[out, summary], [softwareOut, softwareSummary]] as const) {
+      const flash = s.files.filter((f) => f.startsWith('emulated/'));
+      expect(flash).toHaveLength(3);
+      for (const f of flash) expect(((await stat(join(dir, f))).mode & 0o077), f).toBe(0);
+    }
     const secrets = await Promise.all(summary.files.filter((f) => /\.pin$|passphrase\.txt$/u.test(f)).map(async (f) => (await readFile(join(out, f), 'utf8')).trim()));
     const visible = JSON.stringify(summary) + (await readFile(join(out, 'demo-log.jsonl'), 'utf8')) + (await readFile(join(out, 'ceremony', 'transcript.jsonl'), 'utf8'));
     for (const secret of secrets) expect(visible).not.toContain(secret);
@@ -199,9 +274,10 @@ describe('meshkit profile show|verify', () => {
     expect(r.code, r.stderr).toBe(0);
     const report = JSON.parse(r.stdout) as { valid: boolean; results: Array<{ type: string; connected?: boolean; devices?: number }> };
     expect(report.valid).toBe(true);
-    expect(report.results.map((x) => x.type)).toEqual(['MasterProfile', 'PersonalProfile', 'DeviceProfile']);
-    expect(report.results[1]!.devices).toBe(1);
-    expect(report.results[2]!.connected).toBe(true);
+    expect(report.results.map((x) => x.type)).toEqual(['MasterProfile', 'PersonalProfile', ...kept.map(() => 'DeviceProfile')]);
+    expect(kept).toHaveLength(4);
+    expect(report.results[1]!.devices).toBe(4);
+    for (const r of report.results.slice(2)) expect(r.connected).toBe(true);
   });
 
   it('verify names the broken rule and exits 1: forged, unauthorised, not connected', async () => {

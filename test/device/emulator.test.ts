@@ -1,86 +1,42 @@
 /**
  * Integration test of the C device emulator (firmware-bindings/emulator/mk_emulator.c) over a real serial device:
- * builds it with `make -C firmware-bindings emulator`, opens a socat pty pair in a temporary directory, runs the
- * emulator on one end and talks to it on the other with plain node:fs, framing with src/device/framing.ts and
+ * src/device/emulator.ts builds it (`make -C firmware-bindings emulator`) and runs it on one end of a socat pty
+ * pair; the test talks to it on the other end with plain node:fs, framing with src/device/framing.ts and
  * encoding with src/device/cbor.ts. Skipped, with the reason printed, only where socat, make, gcc or libsodium
  * (libsodium-dev) is missing.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { closeSync, constants, existsSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, constants, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CborMap, type CborValue, decodeCbor, encodeCbor } from '../../src/device/cbor.js';
+import { emulatorUnavailable, startEmulatedDevice, type EmulatedDevice, type EmulatorExit } from '../../src/device/emulator.js';
 import { encodeFrames, FrameDecoder, type FramedMessage } from '../../src/device/framing.js';
 import { DeviceStatus, MessageType } from '../../src/device/protocol.generated.js';
 
-const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
-const emulatorPath = join(repoRoot, 'firmware-bindings', 'build', 'mk-emulator');
-
-function skipReason(): string | undefined {
-  for (const tool of ['socat', 'make', 'gcc']) {
-    const probe = spawnSync(tool, ['-V'], { encoding: 'utf8' });
-    if (probe.error !== undefined) return `'${tool}' is not installed`;
-  }
-  if (!existsSync('/usr/include/sodium.h')) return 'libsodium is not installed (apt-get install libsodium-dev)';
-  return undefined;
-}
-
-const reason = skipReason();
+const reason = emulatorUnavailable();
 if (reason !== undefined) console.log(`emulator.test.ts: skipped: ${reason}`);
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function waitFor(what: string, cond: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
-
 describe.skipIf(reason !== undefined)('C device emulator on a socat pty pair', () => {
   let dir = '';
-  let socat: ChildProcess | undefined;
-  let emulator: ChildProcess | undefined;
-  let emulatorLog = '';
-  let emulatorExit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  let device: EmulatedDevice | undefined;
+  let emulatorExit: EmulatorExit | undefined;
   let fd = -1;
   const decoder = new FrameDecoder();
+  const emulatorLog = (): string => device?.log() ?? '';
 
   beforeAll(async () => {
-    const build = spawnSync('make', ['-C', 'firmware-bindings', 'emulator'], { cwd: repoRoot, encoding: 'utf8' });
-    expect(build.status, `${build.stdout}\n${build.stderr}`).toBe(0);
     dir = mkdtempSync(join(tmpdir(), 'meshkit-emu-'));
-    const devLink = join(dir, 'device');
-    const hostLink = join(dir, 'host');
-    socat = spawn('socat', [`pty,raw,echo=0,link=${devLink}`, `pty,raw,echo=0,link=${hostLink}`], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    await waitFor('the socat pty pair', () => existsSync(devLink) && existsSync(hostLink), 5000);
-    emulator = spawn(
-      emulatorPath,
-      ['--tty', devLink, '--state', join(dir, 'state.bin'), '--model', 'esp32s3-devkit', '--serial', 'EMU-42', '--baud', '115200'],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
-    );
-    emulator.stderr?.on('data', (chunk: Buffer) => {
-      emulatorLog += chunk.toString('utf8');
-    });
-    emulator.on('exit', (code, signal) => {
-      emulatorExit = { code, signal };
-    });
-    await waitFor('the emulator to be ready', () => emulatorLog.includes('mk-emulator: ready'), 5000);
-    fd = openSync(hostLink, constants.O_RDWR | constants.O_NOCTTY | constants.O_NONBLOCK);
+    device = await startEmulatedDevice({ state: join(dir, 'state.bin'), model: 'esp32s3-devkit', serial: 'EMU-42', baud: 115200 });
+    void device.exited.then((e) => void (emulatorExit = e));
+    fd = openSync(device.port, constants.O_RDWR | constants.O_NOCTTY | constants.O_NONBLOCK);
   });
 
   afterAll(async () => {
     if (fd >= 0) closeSync(fd);
-    if (emulator !== undefined && emulatorExit === undefined) {
-      emulator.kill('SIGKILL');
-      await waitFor('the emulator to exit', () => emulatorExit !== undefined, 5000).catch(() => undefined);
-    }
-    socat?.kill('SIGTERM');
+    await device?.stop();
     if (dir !== '') rmSync(dir, { recursive: true, force: true });
   });
 
@@ -102,7 +58,7 @@ describe.skipIf(reason !== undefined)('C device emulator on a socat pty pair', (
           return event.message;
         }
       } else {
-        if (Date.now() > deadline) throw new Error(`no reply from the emulator; its log:\n${emulatorLog}`);
+        if (Date.now() > deadline) throw new Error(`no reply from the emulator; its log:\n${emulatorLog()}`);
         await sleep(5);
       }
     }
@@ -157,9 +113,9 @@ describe.skipIf(reason !== undefined)('C device emulator on a socat pty pair', (
   });
 
   it('exits with status 0 on SIGTERM', async () => {
-    emulator?.kill('SIGTERM');
-    await waitFor('the emulator to exit', () => emulatorExit !== undefined, 5000);
+    device?.kill('SIGTERM');
+    expect(await device?.exited).toEqual({ code: 0, signal: null });
     expect(emulatorExit).toEqual({ code: 0, signal: null });
-    expect(emulatorLog).toContain('mk-emulator: stopped');
+    expect(emulatorLog()).toContain('mk-emulator: stopped');
   });
 });

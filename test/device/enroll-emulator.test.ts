@@ -6,19 +6,18 @@
  * TypeScript soft device, whose status codes must agree with each other and with docs/enrollment.md.
  * Skipped, with the reason printed, only where socat, make, gcc or libsodium is missing.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bigIntToBytesLE, bytesToBigIntLE, concatBytes, fromB64u, toHex } from '../../src/core/bytes.js';
+import { bigIntToBytesLE, bytesToBigIntLE, concatBytes, fromB64u } from '../../src/core/bytes.js';
 import { combinePublicKeys, GROUP_ORDER, publicKeyFromScalar } from '../../src/core/cogen.js';
 import { composeMasterProfile, verifyProfile, type SignedProfile } from '../../src/core/profiles.js';
 import { sealBox } from '../../src/device/box.js';
 import { decodeCbor, encodeCbor, type CborMap } from '../../src/device/cbor.js';
 import { countingTransport, enrollDevice, fileJournal, verifyRecord, type EnrollmentPlan } from '../../src/device/enroll.js';
+import { emulatorUnavailable, ensureEmulator, startEmulatedDevice, type EmulatedDevice } from '../../src/device/emulator.js';
 import { encodeFrames, FrameDecoder } from '../../src/device/framing.js';
 import { DeviceState, DeviceStatusNames, MessageType } from '../../src/device/protocol.generated.js';
 import { DeviceSession } from '../../src/device/session.js';
@@ -28,29 +27,11 @@ import { SerialTransport } from '../../src/device/transport/serial.js';
 import type { Transport } from '../../src/device/transport/types.js';
 import { testKey, testSigner } from '../helpers/software-signer.js';
 
-const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
-const emulatorPath = join(repoRoot, 'firmware-bindings', 'build', 'mk-emulator');
 const L = GROUP_ORDER.Ed25519;
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
 
-function skipReason(): string | undefined {
-  for (const tool of ['socat', 'make', 'gcc']) {
-    if (spawnSync(tool, ['-V'], { encoding: 'utf8' }).error !== undefined) return `'${tool}' is not installed`;
-  }
-  if (!existsSync('/usr/include/sodium.h')) return 'libsodium is not installed (apt-get install libsodium-dev)';
-  return undefined;
-}
-const reason = skipReason();
+const reason = emulatorUnavailable();
 if (reason !== undefined) console.log(`enroll-emulator.test.ts: skipped: ${reason}`);
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-async function waitFor(what: string, cond: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
 
 const bench = testKey('Ed25519');
 const benchRaw = fromB64u(bench.publicJwk.x);
@@ -60,50 +41,28 @@ const CONFIG = text('{"wifi":{"ssid":"line-3"},"mqtt":"mqtts://broker:8883"}');
 const MODEL = 'esp32s3-devkit';
 
 const root = mkdtempSync(join(tmpdir(), 'meshkit-enroll-emu-'));
-const running = new Set<ChildProcess>();
+const running = new Set<EmulatedDevice>();
 
 interface Emulator {
   readonly transport: SerialTransport;
-  readonly proc: ChildProcess;
-  readonly socat: ChildProcess;
+  readonly device: EmulatedDevice;
   log(): string;
   kill(): Promise<void>;
 }
 
 /** socat pty pair + mk-emulator on its device end (state FILE) + SerialTransport on the host end. */
 async function startEmulator(name: string, stateFile: string, serial: string): Promise<Emulator> {
-  const devLink = join(root, `${name}-dev`);
-  const hostLink = join(root, `${name}-host`);
-  rmSync(devLink, { force: true });
-  rmSync(hostLink, { force: true });
-  const socat = spawn('socat', [`pty,raw,echo=0,link=${devLink}`, `pty,raw,echo=0,link=${hostLink}`], { stdio: 'ignore' });
-  running.add(socat);
-  socat.on('exit', () => running.delete(socat));
-  await waitFor('the socat pty pair', () => existsSync(devLink) && existsSync(hostLink), 5000);
-  let log = '';
-  const proc = spawn(emulatorPath, ['--tty', devLink, '--state', stateFile, '--model', MODEL, '--serial', serial, '--provisioner-key', toHex(benchRaw)],
-    { stdio: ['ignore', 'ignore', 'pipe'] });
-  running.add(proc);
-  let exited = false;
-  proc.on('exit', () => {
-    exited = true;
-    running.delete(proc);
-  });
-  proc.stderr?.on('data', (chunk: Buffer) => {
-    log += chunk.toString('utf8');
-  });
-  await waitFor(`the emulator to be ready (log: ${log})`, () => log.includes('mk-emulator: ready') || exited, 5000);
-  if (exited) throw new Error(`the emulator exited: ${log}`);
-  const transport = await SerialTransport.open(hostLink, { openTimeoutMs: 3000 });
+  const device = await startEmulatedDevice({ link: join(root, `${name}-host`), state: stateFile, model: MODEL, serial, provisionerKey: benchRaw });
+  running.add(device);
+  const transport = await SerialTransport.open(device.port, { openTimeoutMs: 3000 });
   return {
-    transport, proc, socat, log: () => log,
+    transport, device, log: () => device.log(),
     async kill() {
-      if (!exited) {
-        proc.kill('SIGKILL');
-        await waitFor('the emulator to die', () => exited, 5000);
-      }
+      device.kill('SIGKILL');
+      await device.exited;
       await transport.close();
-      socat.kill('SIGTERM');
+      await device.stop();
+      running.delete(device);
     },
   };
 }
@@ -119,13 +78,12 @@ function plan(connected: SignedProfile[]): EnrollmentPlan {
 let built = false;
 beforeAll(() => {
   if (reason !== undefined) return;
-  const build = spawnSync('make', ['-C', 'firmware-bindings', 'emulator'], { cwd: repoRoot, encoding: 'utf8' });
-  expect(build.status, `${build.stdout}\n${build.stderr}`).toBe(0);
+  ensureEmulator();
   built = true;
 });
 
-afterAll(() => {
-  for (const child of running) child.kill('SIGKILL');
+afterAll(async () => {
+  for (const device of running) await device.stop();
   rmSync(root, { recursive: true, force: true });
 });
 
@@ -176,7 +134,7 @@ describe.skipIf(reason !== undefined)('enrollment against the C emulator on a so
         await t.send(bytes);
         if (armed) {
           armed = false;
-          first.proc.kill('SIGKILL');
+          first.device.kill('SIGKILL');
         }
       },
       onData: (listener) => t.onData(listener),

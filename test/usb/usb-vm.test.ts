@@ -4,7 +4,11 @@
  * runs on the gadget side (/dev/ttyGS0, /dev/hidg0); the TypeScript host (SerialTransport on /dev/ttyACM0,
  * HidTransport on /dev/hidraw*, DeviceSession, enrollDevice) runs on the host side of the same kernel — real
  * cdc-acm, usbhid and hidraw drivers on both transports. The guest prints one MKUSB-RESULT line per check
- * (scripts/usb-vm/contract.mjs); each expected check is one test here.
+ * (scripts/usb-vm/contract.mjs); each expected check is one test here. Then the REAL CLI runs in the guest
+ * (scripts/usb-vm/cli.mjs): `meshkit bench ports`, one `meshkit bench run --port /dev/ttyACM0 --hid /dev/hidrawN`
+ * against two fresh emulators, `meshkit bench verify`, and a `bench run` during which the gadget is unplugged (UDC
+ * unbound, emulators powered off) and plugged back ~1 s later; its results (per transport, with the record counts)
+ * are checked here too.
  *
  * Skipped, with the reason printed, only where QEMU cannot start: qemu-system-x86_64 (or busybox-static, kmod,
  * cpio) missing, or the kernel package cannot be downloaded (run.sh exit 3).
@@ -24,6 +28,7 @@ interface CheckResult {
   readonly ok: boolean;
   readonly ms: number;
   readonly detail: string;
+  readonly data?: Record<string, unknown>;
 }
 
 function qemuMissing(): string | undefined {
@@ -53,6 +58,12 @@ const expected: Array<[string, string]> = [
   ['serial', 'emulator stops cleanly'],
   ['hid', 'emulator stops cleanly'],
 ];
+expected.push(
+  ['cli', 'bench ports lists the HID gadget as hid-token'],
+  ['cli', 'bench run --port /dev/ttyACM0 --hid HIDRAW'],
+  ['cli', 'bench verify --account'],
+  ['cli', 'unplug mid bench run'],
+);
 const enrollPresent = existsSync(join(repoRoot, 'src', 'device', 'enroll.ts'));
 if (enrollPresent) expected.push(['serial', 'full enrollment'], ['hid', 'full enrollment']);
 else console.log('usb-vm.test.ts: src/device/enroll.ts is absent; the full-enrollment checks are not expected');
@@ -107,6 +118,46 @@ describe.skipIf(missing !== undefined)('USB transports through real kernel drive
     expect(result, `no result for ${transport}: ${prefix}`).toBeDefined();
     expect(result?.detail).toBeTypeOf('string');
     expect(result?.ok, result?.detail).toBe(true);
+  });
+
+  const cli = (prefix: string): CheckResult | undefined => results.find((r) => r.transport === 'cli' && r.name.startsWith(prefix));
+
+  it('the real CLI: one bench run over /dev/ttyACM0 and /dev/hidrawN provisioned one device per transport, 2 records', (ctx) => {
+    if (skipReason !== undefined) ctx.skip(skipReason);
+    const data = cli('bench run --port')?.data as {
+      exit: number; provisioned: number; failed: number; records: number;
+      transports: Record<string, { ports: number; provisioned: number; failed: number }>;
+      devices: Record<string, { port: string; status: string; serial: string }>;
+    } | undefined;
+    expect(data, 'no data from the CLI bench run').toBeDefined();
+    expect(data?.exit).toBe(0);
+    expect(data?.transports).toEqual({ serial: { ports: 1, provisioned: 1, failed: 0 }, hid: { ports: 1, provisioned: 1, failed: 0 } });
+    expect(data?.devices['serial']).toMatchObject({ port: '/dev/ttyACM0', status: 'provisioned', serial: 'MK-CLI-S1' });
+    expect(data?.devices['hid']).toMatchObject({ status: 'provisioned', serial: 'MK-CLI-H1' });
+    expect(data?.devices['hid']?.port).toMatch(/^\/dev\/hidraw\d+$/);
+    expect(data?.records).toBe(2);
+    const verify = cli('bench verify')?.data as { ok: boolean; count: number; serials: string[] } | undefined;
+    expect(verify).toMatchObject({ ok: true, count: 2, serials: ['MK-CLI-H1', 'MK-CLI-S1'] });
+  });
+
+  it('the real CLI: unplugged mid-run, each device failed-and-retryable (never recorded before), then provisioned once', (ctx) => {
+    if (skipReason !== undefined) ctx.skip(skipReason);
+    const data = cli('unplug mid bench run')?.data as {
+      exit: number; records: number;
+      transports: Record<string, { failure: { retryable: boolean; status: string; detail: string } | null; recordBeforeFailure: boolean;
+        device: { status: string; attempts: number }; records: number }>;
+    } | undefined;
+    expect(data, 'no data from the CLI hot-plug run').toBeDefined();
+    expect(data?.exit).toBe(0);
+    expect(data?.records).toBe(2);
+    for (const t of ['serial', 'hid']) {
+      const r = data?.transports[t];
+      expect(r?.failure, t).toMatchObject({ retryable: true, status: 'waiting' });
+      expect(r?.failure?.detail, t).toMatch(/^unplugged during/);
+      expect(r?.recordBeforeFailure, t).toBe(false);
+      expect(r?.device, t).toMatchObject({ status: 'provisioned', attempts: 2 });
+      expect(r?.records, t).toBe(1);
+    }
   });
 
   it('reports no check beyond the expected ones that failed', (ctx) => {

@@ -1,11 +1,15 @@
 /**
  * `meshkit bench …`: the provisioning bench (docs/bench.md; the library is src/device/bench-runner.ts).
  *
- *   meshkit bench run --port PATH… | --discover  --account DIR --admin-key URI --bench-key URI --config FILE
+ *   meshkit bench run [--port PATH…] [--hid PATH…] [--discover]  --account DIR --admin-key URI --bench-key URI --config FILE
  *                     --out DIR [--parallel N] [--model NAME…] [--retries N] [--replug-timeout S] [--baud N]
  *                     [--timeout-ms MS] [--json]
  *   meshkit bench verify --out DIR [--account DIR] [--bench-key-id UDF] [--json]
  *   meshkit bench ports [--json]
+ *
+ * `--port` names a serial device (serial frames), `--hid` a USB HID device (a hidraw path or a node-hid path; 64-byte
+ * reports); one run may mix both. `--discover` adds the serial ports and HID devices whose USB VID/PID match a
+ * devices/ descriptor of that transport.
  *
  * Secrets never come from argv: the admin key's PIN/passphrase from --pin-env/--pin-file (or the --passphrase-*
  * spellings, MESHKIT_PIN / MESHKIT_PASSPHRASE, a prompt); the bench key's from --bench-pin-env/--bench-pin-file
@@ -18,13 +22,16 @@ import { ErrorCode, MeshkitError } from '../../core/errors.js';
 import type { Signer } from '../../core/signer.js';
 import { openKeyReference, parseKeyReference, type KeyStore } from '../../keystore/index.js';
 import {
+  discoverHidDevices,
   runBench,
   verifyBenchOutput,
   type BenchEvent,
   type BenchSummary,
   type DeviceOutcome,
 } from '../../device/bench-runner.js';
-import { findDescriptor, loadDescriptors, matchUsb } from '../../device/descriptors.js';
+import { descriptorTimeouts, findDescriptor, loadDescriptors, matchUsb, type DeviceDescriptor } from '../../device/descriptors.js';
+import type { EnrollRequest } from '../../device/enroll.js';
+import { listHidDevices } from '../../device/transport/hid.js';
 import { listSerialPorts } from '../../device/transport/serial.js';
 import { secretRequestFor } from '../pin-status.js';
 import { collect } from '../io.js';
@@ -35,6 +42,7 @@ import { resolveModulePath, withCkrName } from './token.js';
 
 interface RunOptions extends SecretCliOptions {
   port?: string[];
+  hid?: string[];
   discover?: boolean;
   parallel?: string;
   account: string;
@@ -89,42 +97,63 @@ class Keys {
   }
 }
 
-/** The ports whose USB VID/PID match a descriptor of devices/. */
-async function discoverPorts(): Promise<{ path: string; descriptor: string }[]> {
+/** The serial ports and HID devices whose USB VID/PID match a descriptor of devices/ with that transport. */
+async function discoverPorts(json: boolean): Promise<{ path: string; descriptor: string; transport: 'serial' | 'hid' }[]> {
   const descriptors = await loadDescriptors();
-  const found: { path: string; descriptor: string }[] = [];
+  const found: { path: string; descriptor: string; transport: 'serial' | 'hid' }[] = [];
   for (const p of await listSerialPorts()) {
     if (p.vendorId === undefined || p.productId === undefined) continue;
     const match = matchUsb(descriptors.filter((d) => d.transport === 'serial'), p.vendorId, p.productId)[0];
-    if (match !== undefined) found.push({ path: p.path, descriptor: match.id });
+    if (match !== undefined) found.push({ path: p.path, descriptor: match.id, transport: 'serial' });
+  }
+  if (descriptors.some((d) => d.transport === 'hid')) {
+    try {
+      for (const d of await discoverHidDevices(descriptors)) found.push({ path: d.path, descriptor: d.descriptor, transport: 'hid' });
+    } catch (e) {
+      // No node-hid here (libusb-1.0-0 missing): serial discovery still works; say why HID found nothing.
+      if (!json) process.stderr.write(`meshkit: --discover: HID devices not listed: ${(e as Error).message}\n`);
+    }
   }
   return found;
 }
 
-/** --model NAME: a descriptor id (its models) or a literal INFO.model. */
-async function modelsFor(names: string[] | undefined): Promise<string[] | undefined> {
-  if (names === undefined || names.length === 0) return undefined;
+/** The descriptor a USB VID/PID matches, among those of one transport. */
+function descriptorFor(descriptors: readonly DeviceDescriptor[], transport: 'serial' | 'hid', vid: string | undefined, pid: string | undefined): string | null {
+  if (vid === undefined || pid === undefined) return null;
+  return matchUsb(descriptors.filter((d) => d.transport === transport), vid, pid)[0]?.id ?? null;
+}
+
+/**
+ * --model NAME: a descriptor id (its models) or a literal INFO.model; and the reply timeouts the devices need
+ * (the longest per request among the descriptors named, or among all of them without --model).
+ */
+async function modelsFor(names: string[] | undefined): Promise<{ models: string[] | undefined; timeouts: Partial<Record<EnrollRequest, number>> }> {
   const descriptors = await loadDescriptors();
-  return names.flatMap((n) => {
+  if (names === undefined || names.length === 0) return { models: undefined, timeouts: descriptorTimeouts(descriptors) };
+  const chosen: DeviceDescriptor[] = [];
+  const models = names.flatMap((n) => {
     const d = findDescriptor(descriptors, n);
+    if (d !== undefined) chosen.push(d);
     return d !== undefined && d.id === n ? [...d.models] : [n];
   });
+  return { models, timeouts: descriptorTimeouts(chosen) };
 }
 
 const STEPS = ['hello', 'auth', 'keygen', 'cogen', 'install', 'commit', 'connect', 'record'];
 
 /** Live progress: a cli-progress MultiBar on a TTY, plain lines otherwise, JSON lines with --json. */
-async function progress(ports: string[], json: boolean): Promise<{ onEvent: (e: BenchEvent) => void; stop: () => void }> {
+async function progress(ports: string[], hid: ReadonlySet<string>, json: boolean): Promise<{ onEvent: (e: BenchEvent) => void; stop: () => void }> {
   if (json) {
     return { onEvent: (e) => void process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...e })}\n`), stop: () => undefined };
   }
-  const width = Math.max(...ports.map((p) => p.length));
+  const shown = (p: string): string => (hid.has(p) ? `hid:${p}` : p);
+  const width = Math.max(...ports.map((p) => shown(p).length));
   if (process.stderr.isTTY !== true) {
     return {
       onEvent: (e) => {
         if (e.phase === 'start' && e.step !== 'result') return;
         const what = e.step === 'result' ? e.status.toUpperCase() : `${e.step} ${e.phase}`;
-        process.stderr.write(`${e.port.padEnd(width)}  ${(e.serial ?? '').padEnd(12)} ${what}${e.ms === undefined ? '' : ` ${e.ms} ms`}${e.detail === undefined ? '' : ` — ${e.detail}`}\n`);
+        process.stderr.write(`${shown(e.port).padEnd(width)}  ${(e.serial ?? '').padEnd(12)} ${what}${e.ms === undefined ? '' : ` ${e.ms} ms`}${e.detail === undefined ? '' : ` — ${e.detail}`}\n`);
       },
       stop: () => undefined,
     };
@@ -140,7 +169,7 @@ async function progress(ports: string[], json: boolean): Promise<{ onEvent: (e: 
     stream: process.stderr,
     barsize: 14,
   }, Presets.shades_classic);
-  const bars = new Map(ports.map((p) => [p, multi.create(STEPS.length, 0, { port: label(p), serial: '', state: 'waiting'.padEnd(11) })]));
+  const bars = new Map(ports.map((p) => [p, multi.create(STEPS.length, 0, { port: label(shown(p)), serial: '', state: 'waiting'.padEnd(11) })]));
   return {
     onEvent: (e) => {
       const bar = bars.get(e.port);
@@ -149,7 +178,7 @@ async function progress(ports: string[], json: boolean): Promise<{ onEvent: (e: 
       const state = e.step === 'result'
         ? (e.status === 'provisioned' ? 'PROVISIONED' : `FAILED: ${e.detail ?? ''}`)
         : e.status === 'waiting' ? `re-plug… ${e.detail ?? ''}` : e.step.padEnd(11);
-      const payload = { port: label(e.port), serial: e.serial ?? '', state };
+      const payload = { port: label(shown(e.port)), serial: e.serial ?? '', state };
       if (e.step === 'result' && e.status === 'provisioned') bar.update(STEPS.length, payload);
       else if (i >= 0) bar.update(e.phase === 'done' ? i + 1 : i, payload);
       else bar.update(payload);
@@ -168,9 +197,12 @@ function summaryText(s: BenchSummary, out: string): string {
     `bench: ${s.provisioned} provisioned, ${s.failed} failed of ${s.ports} in ${seconds(s.elapsedMs)}` +
       (s.timing === null ? '' : ` — per device min ${seconds(s.timing.minMs)}, median ${seconds(s.timing.medianMs)}, max ${seconds(s.timing.maxMs)}; ${s.devicesPerHour} devices/hour`),
   ];
+  const where = (d: DeviceOutcome): string => `${d.transport === 'hid' ? 'hid:' : ''}${d.port}${d.path === undefined ? '' : ` (now ${d.path})`}`;
   const row = (d: DeviceOutcome): string => d.status === 'provisioned'
-    ? `  ok      ${d.port}  ${d.serial ?? ''} ${d.deviceId ?? ''} (${d.resumed ?? 'fresh'}, ${d.attempts} attempt${d.attempts === 1 ? '' : 's'}, ${seconds(d.ms)}, record ${d.recordIndex ?? '?'}${d.alreadyRecorded === true ? ', already recorded' : ''})`
-    : `  FAILED  ${d.port}  ${d.serial ?? ''} ${d.reason ?? ''}${d.retryable === true ? ' [retryable: run the bench again on this device]' : ''}`;
+    ? `  ok      ${where(d)}  ${d.serial ?? ''} ${d.deviceId ?? ''} (${d.resumed ?? 'fresh'}, ${d.attempts} attempt${d.attempts === 1 ? '' : 's'}, ${seconds(d.ms)}, record ${d.recordIndex ?? '?'}${d.alreadyRecorded === true ? ', already recorded' : ''})`
+    : `  FAILED  ${where(d)}  ${d.serial ?? ''} ${d.reason ?? ''}${d.retryable === true ? ' [retryable: run the bench again on this device]' : ''}`;
+  const per = Object.entries(s.transports).map(([t, c]) => `${t} ${c.provisioned}/${c.ports}`);
+  if (per.length > 1) lines.push(`  by transport: ${per.join(', ')} provisioned`);
   lines.push(...s.devices.map(row));
   lines.push(`  records ${s.log.file} (${s.log.count} entries, head ${s.log.head ?? '(empty)'}); summary ${out}/summary.json`);
   return lines.join('\n');
@@ -185,7 +217,8 @@ export function registerBenchCommands(program: Command): void {
       .command('run')
       .description('enroll the devices on the given ports in parallel; append a signed record per provisioned device')
       .option('--port <path>', 'a serial port with a device (repeat for more)', collect)
-      .option('--discover', 'add the serial ports whose USB VID/PID match a descriptor in devices/')
+      .option('--hid <path>', 'a USB HID device: a hidraw path (/dev/hidrawN) or a node-hid path (repeat for more)', collect)
+      .option('--discover', 'add the serial ports and HID devices whose USB VID/PID match a descriptor in devices/')
       .option('--parallel <n>', 'devices enrolled at once (default: all ports)')
       .requiredOption('--account <dir>', 'the account directory the devices are connected to')
       .requiredOption('--admin-key <uri>', 'the administration key (its PIN/passphrase: --pin-env/--pin-file)')
@@ -205,11 +238,19 @@ export function registerBenchCommands(program: Command): void {
     .action(async (opts: RunOptions) => {
       const json = opts.json === true;
       const ports = [...(opts.port ?? [])];
+      const hid = [...(opts.hid ?? [])];
+      for (const p of [...ports, ...hid]) if (p === '') throw new UsageError('--port and --hid expect a path, got ""');
+      const twice = [...ports, ...hid].find((p, i, all) => all.indexOf(p) !== i);
+      if (twice !== undefined) throw new UsageError(`${twice} is named twice (--port and --hid each take a device once)`);
       if (opts.discover === true) {
-        for (const p of await discoverPorts()) if (!ports.includes(p.path)) ports.push(p.path);
+        for (const p of await discoverPorts(json)) {
+          if (ports.includes(p.path) || hid.includes(p.path)) continue;
+          (p.transport === 'hid' ? hid : ports).push(p.path);
+        }
       }
-      if (ports.length === 0) throw new UsageError(opts.discover === true ? 'no --port given and --discover found no device (meshkit bench ports lists them)' : 'give --port PATH (repeat) or --discover');
-      const parallel = opts.parallel === undefined ? ports.length : intOption(opts.parallel, '--parallel', 1, 1024);
+      const all = [...ports, ...hid];
+      if (all.length === 0) throw new UsageError(opts.discover === true ? 'no --port/--hid given and --discover found no device (meshkit bench ports lists them)' : 'give --port PATH or --hid PATH (repeat), or --discover');
+      const parallel = opts.parallel === undefined ? all.length : intOption(opts.parallel, '--parallel', 1, 1024);
       const retries = intOption(opts.retries, '--retries', 0, 100);
       const replugTimeoutMs = intOption(opts.replugTimeout, '--replug-timeout', 0, 86_400) * 1000;
       const baudRate = opts.baud === undefined ? undefined : intOption(opts.baud, '--baud', 300, 16_000_000);
@@ -221,7 +262,7 @@ export function registerBenchCommands(program: Command): void {
         throw new MeshkitError(ErrorCode.IO, `cannot read ${opts.config}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
       }
       if (config.length > 1024) throw new UsageError(`--config ${opts.config} is ${config.length} bytes; a device stores at most 1024`);
-      const models = await modelsFor(opts.model);
+      const { models, timeouts } = await modelsFor(opts.model);
       const keys = new Keys(opts.module);
       let summary: BenchSummary;
       try {
@@ -231,11 +272,12 @@ export function registerBenchCommands(program: Command): void {
           ...(opts.benchPinFile === undefined ? {} : { pinFile: opts.benchPinFile }),
         };
         const benchKey = await keys.signer(opts.benchKey, benchSecrets, 'the bench key');
-        const view = await progress(ports, json);
+        const view = await progress(all, new Set(hid), json);
         try {
           summary = await runBench({
-            ports, out: opts.out, account: opts.account, admin, bench: benchKey, config, parallel, retries, replugTimeoutMs,
+            ports, hid, out: opts.out, account: opts.account, admin, bench: benchKey, config, parallel, retries, replugTimeoutMs,
             ...(models === undefined ? {} : { models }),
+            timeouts,
             ...(baudRate === undefined ? {} : { baudRate }),
             ...(timeoutMs === undefined ? {} : { session: { timeoutMs } }),
             onEvent: view.onEvent,
@@ -271,16 +313,45 @@ export function registerBenchCommands(program: Command): void {
 
   bench
     .command('ports')
-    .description('list serial ports and the devices/ descriptor their USB VID/PID matches')
+    .description('list serial ports and HID devices, and the devices/ descriptor their USB VID/PID matches')
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }) => {
       const descriptors = await loadDescriptors();
-      const ports = (await listSerialPorts()).map((p) => ({
+      const serial = (await listSerialPorts()).map((p) => ({
+        transport: 'serial' as const,
         ...p,
-        descriptor: p.vendorId === undefined || p.productId === undefined ? null : (matchUsb(descriptors, p.vendorId, p.productId)[0]?.id ?? null),
+        descriptor: descriptorFor(descriptors, 'serial', p.vendorId, p.productId),
       }));
-      emit({ json: opts.json === true }, ports, () => ports.length === 0
-        ? 'no serial ports (ptys are not listed: name them with --port)'
-        : ports.map((p) => `${p.path}  ${p.vendorId ?? '----'}:${p.productId ?? '----'}  ${p.descriptor ?? '(no descriptor)'}  ${p.manufacturer ?? ''}`).join('\n'));
+      const hex = (n: number): string => n.toString(16).padStart(4, '0');
+      let hid: Array<Record<string, unknown> & { path: string; vendorId: string; productId: string; descriptor: string | null }> = [];
+      let hidError: string | undefined;
+      try {
+        const matched = new Map((await discoverHidDevices(descriptors)).map((d) => [d.path, d.descriptor]));
+        hid = (await listHidDevices()).map((d) => ({
+          transport: 'hid' as const,
+          path: d.path,
+          vendorId: hex(d.vendorId),
+          productId: hex(d.productId),
+          ...(d.serialNumber === undefined || d.serialNumber === '' ? {} : { serialNumber: d.serialNumber }),
+          ...(d.manufacturer === undefined || d.manufacturer === '' ? {} : { manufacturer: d.manufacturer }),
+          ...(d.product === undefined || d.product === '' ? {} : { product: d.product }),
+          ...(d.usagePage === undefined ? {} : { usagePage: hex(d.usagePage) }),
+          descriptor: matched.get(d.path) ?? null,
+        }));
+      } catch (e) {
+        hidError = (e as Error).message;
+      }
+      const ports = [...serial, ...hid];
+      if (hidError !== undefined && opts.json === true) process.stderr.write(`meshkit: HID devices cannot be listed: ${hidError}\n`);
+      emit({ json: opts.json === true }, ports, () => [
+        serial.length === 0
+          ? 'no serial ports (ptys are not listed: name them with --port)'
+          : serial.map((p) => `serial  ${p.path}  ${p.vendorId ?? '----'}:${p.productId ?? '----'}  ${p.descriptor ?? '(no descriptor)'}  ${p.manufacturer ?? ''}`).join('\n'),
+        hidError !== undefined
+          ? `HID devices cannot be listed: ${hidError}`
+          : hid.length === 0
+            ? 'no HID devices'
+            : hid.map((p) => `hid     ${p.path}  ${p.vendorId}:${p.productId}${p.usagePage === undefined ? '' : ` page ${String(p.usagePage)}`}  ${p.descriptor ?? '(no descriptor)'}  ${String(p.product ?? p.manufacturer ?? '')}`).join('\n'),
+      ].join('\n'));
     });
 }

@@ -7,7 +7,10 @@
  *   meshkit ceremony abort --plan PLAN.json --out DIR [--pin-env V | --pin-file F] [--module LIB] [--json]
  *
  * Interactive by default: each step is shown and confirmed, each custodian's share is shown alone
- * (the screen is cleared between custodians) and the operator and each witness type their name.
+ * (the screen and the terminal's scrollback are cleared before and after it) and the operator and
+ * each witness type their name (exactly; 3 attempts each). PIN prompts show what the token reports
+ * about the PIN (a failed attempt, the final try). Ctrl+C at a prompt stops the ceremony with
+ * ERR_CEREMONY_STATE naming the step (and, once keys may exist, the `ceremony abort` instruction).
  * `--yes` runs without any prompt: PINs and passphrases come from --pin-env / --pin-file (or
  * MESHKIT_PIN / MESHKIT_PASSPHRASE, a URI's pin-source, --admin-pin-env); a missing one exits 2
  * naming the option.
@@ -34,6 +37,7 @@ import type { SecretSource } from '../../keystore/index.js';
 import { emit, note } from '../output.js';
 import { UsageError } from '../main.js';
 import { secretSource } from '../secrets.js';
+import { secretRequestFor } from '../pin-status.js';
 import { withCkrName } from './token.js';
 import { registerCeremonyRecoveryCommands } from './ceremony-recovery.js';
 
@@ -55,19 +59,24 @@ async function loadPlan(path: string): Promise<CeremonyPlan> {
   return parsePlan(await readInput(path, `the plan ${path}`));
 }
 
+/**
+ * Clears the screen AND the scrollback (`\x1b[3J`, xterm and most terminal emulators), then homes
+ * the cursor: the next custodian cannot scroll back to a share. A terminal multiplexer (tmux,
+ * screen) keeps its own history, which no escape sequence clears (docs/ceremony.md).
+ */
+export const CLEAR_SCREEN_AND_SCROLLBACK = '\x1b[2J\x1b[3J\x1b[H';
+
 function tokenSecret(plan: CeremonyPlan, opts: CommonOptions, interactive: boolean): SecretSource {
   const software = plan.token.startsWith('file:');
+  // PKCS#11: a PIN prompt with the token's PIN state above it (src/cli/pin-status.ts).
+  const request = secretRequestFor(plan.token, software ? `key store ${plan.token}` : `token ${plan.token.split('?')[0] ?? plan.token}`, opts.module);
   return secretSource(
     { ...(opts.pinEnv === undefined ? {} : { pinEnv: opts.pinEnv }), ...(opts.pinFile === undefined ? {} : { pinFile: opts.pinFile }) },
-    {
-      purpose: software ? 'passphrase' : 'PIN',
-      subject: software ? `key store ${plan.token}` : `token ${plan.token.split('?')[0] ?? plan.token}`,
-      ...(interactive ? {} : { isTTY: false }),
-    },
+    { ...request, purpose: software ? 'passphrase' : 'PIN', ...(interactive ? {} : { isTTY: false }) },
   );
 }
 
-function adminSecrets(plan: CeremonyPlan, specs: string[], interactive: boolean): (admin: PlanAdministrator) => SecretSource | undefined {
+function adminSecrets(plan: CeremonyPlan, specs: string[], interactive: boolean, modulePath: string | undefined): (admin: PlanAdministrator) => SecretSource | undefined {
   const byName = new Map<string, string>();
   for (const spec of specs) {
     const eq = spec.indexOf('=');
@@ -87,7 +96,8 @@ function adminSecrets(plan: CeremonyPlan, specs: string[], interactive: boolean)
         throw new UsageError(`administrator ${JSON.stringify(admin.name)} needs a PIN or passphrase and --yes allows no prompt: use --admin-pin-env ${admin.name}=VAR or pin-source in its key URI`);
       };
     }
-    return secretSource({}, { purpose: 'PIN', subject: `administrator ${admin.name}`, env: {} });
+    // A PKCS#11 key: the prompt shows its token's PIN state; a software key: "PIN" as before.
+    return secretSource({}, { ...secretRequestFor(admin.key ?? '', `administrator ${admin.name}`, modulePath), purpose: 'PIN', env: {} });
   };
 }
 
@@ -109,12 +119,19 @@ async function interactivePrompts(): Promise<CeremonyPrompts> {
       return confirm({ message: `Step "${step}": ${detail}. Proceed?`, default: true }, ctx);
     },
     async presentShare(info) {
-      process.stderr.write('\x1b[2J\x1b[H');
-      process.stderr.write(`Share ${info.index} of ${info.count} for ${info.custodian} (written to ${info.path}):\n\n${info.text}\n`);
-      await confirm({ message: `${info.custodian}: have you taken your share card? (the screen is cleared next)`, default: true }, ctx);
-      process.stderr.write('\x1b[2J\x1b[H');
+      process.stderr.write(CLEAR_SCREEN_AND_SCROLLBACK);
+      process.stderr.write(
+        `Share ${info.index} of ${info.count} for ${info.custodian} (written to ${info.path}; moved to ${info.finalPath} when the ceremony finishes):\n\n${info.text}\n`,
+      );
+      try {
+        await confirm({ message: `${info.custodian}: have you taken your share card? (the screen is cleared next)`, default: true }, ctx);
+      } finally {
+        // Also on Ctrl+C: the share does not stay on the screen.
+        process.stderr.write(CLEAR_SCREEN_AND_SCROLLBACK);
+      }
     },
-    async acknowledge(who, role) {
+    async acknowledge(who, role, retry) {
+      if (retry !== undefined) process.stderr.write(`${retry}\n`);
       return input({ message: `${role === 'operator' ? 'Operator' : 'Witness'} ${who}: type your name to confirm the ceremony` }, ctx);
     },
   };
@@ -149,7 +166,7 @@ export function registerCeremonyCommands(program: Command): Command {
       try {
         const summary = await runCeremony(plan, {
           out: opts.out,
-          secrets: { token: tokenSecret(plan, opts, interactive), admin: adminSecrets(plan, opts.adminPinEnv ?? [], interactive) },
+          secrets: { token: tokenSecret(plan, opts, interactive), admin: adminSecrets(plan, opts.adminPinEnv ?? [], interactive, opts.module) },
           interactive,
           ...(interactive ? { confirm: await interactivePrompts() } : {}),
           onStep: (s) => note(out, `✓ ${s.step}: ${s.detail} (${s.ms} ms)`),

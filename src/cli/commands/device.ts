@@ -12,24 +12,19 @@
  * makes a socat pty pair and prints the host-side path on stdout (the bench's `--port`). SIGINT / SIGTERM / SIGHUP
  * are forwarded to the emulator; the command exits when it does (0 on a signal).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdtempSync, rmSync, unlinkSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { ErrorCode, MeshkitError } from '../../core/errors.js';
-import { fromB64u, toHex } from '../../core/bytes.js';
+import { fromB64u, fromHex, toHex } from '../../core/bytes.js';
 import { parseJsonStrict } from '../../core/jose.js';
 import { findDescriptor, loadDescriptors } from '../../device/descriptors.js';
+import { ensureEmulator, startEmulatedDevice, type EmulatorExit } from '../../device/emulator.js';
 import { ReportedFailure, UsageError } from '../main.js';
 
-/** The repository / package root (bin/, dist/, firmware-bindings/). */
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-/** Where `make emulator` puts the emulator. */
-export const EMULATOR_PATH = join(ROOT, 'firmware-bindings', 'build', 'mk-emulator');
+export { EMULATOR_PATH, ensureEmulator } from '../../device/emulator.js';
 
 interface EmulateOptions {
   tty?: string;
@@ -43,23 +38,6 @@ interface EmulateOptions {
   baud?: string;
   provisionerKey?: string;
   provisionerKeyFile?: string;
-}
-
-/**
- * Builds the emulator when it is missing.
- * @returns its path
- * @throws MeshkitError `ERR_IO` naming make / gcc / libsodium-dev when the build fails
- */
-export function ensureEmulator(): string {
-  if (existsSync(EMULATOR_PATH)) return EMULATOR_PATH;
-  process.stderr.write('meshkit: building the device emulator (make -C firmware-bindings emulator)…\n');
-  const build = spawnSync('make', ['-C', join(ROOT, 'firmware-bindings'), 'emulator'], { encoding: 'utf8' });
-  if (build.error !== undefined || build.status !== 0 || !existsSync(EMULATOR_PATH)) {
-    const why = build.error !== undefined ? `cannot run make (${(build.error as NodeJS.ErrnoException).code ?? build.error.message})` : (build.stderr || build.stdout).trim().split('\n').slice(-3).join(' | ');
-    throw new MeshkitError(ErrorCode.IO,
-      `cannot build the device emulator: ${why}. It needs make, gcc and libsodium (Debian: apt-get install make gcc libsodium-dev)`);
-  }
-  return EMULATOR_PATH;
 }
 
 /** A provisioner key as 64 hex digits: from hex, or a file holding hex, a JWK, or bench.json's PublicJwk. */
@@ -85,14 +63,6 @@ async function provisionerKey(opts: EmulateOptions): Promise<string | undefined>
   if (text === undefined) return undefined;
   if (!/^[0-9a-fA-F]{64}$/.test(text)) throw new UsageError('the provisioner key must be 64 hex digits (the raw Ed25519 public key of the bench key)');
   return text.toLowerCase();
-}
-
-async function waitForPaths(paths: string[], child: ChildProcess, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!paths.every((p) => existsSync(p))) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new MeshkitError(ErrorCode.IO, `socat did not create ${paths.join(' and ')}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 /** Registers `meshkit device emulate` (on the `device` group the admin commands may already have made). */
@@ -130,48 +100,52 @@ export function registerDeviceCommands(program: Command): void {
       const pkey = await provisionerKey(opts);
       const state = resolve(opts.state);
       const serial = opts.serial ?? `EMU-${createHash('sha256').update(state).digest('hex').slice(0, 8).toUpperCase()}`;
-      const emulator = ensureEmulator();
-
-      let socat: ChildProcess | undefined;
-      let scratch: string | undefined;
-      let tty = opts.tty;
-      if (opts.pty === true) {
-        if (spawnSync('socat', ['-V'], { stdio: 'ignore' }).error !== undefined) throw new MeshkitError(ErrorCode.IO, 'socat is not installed (Debian: apt-get install socat)');
-        const host = opts.link !== undefined ? resolve(opts.link) : join((scratch = mkdtempSync(join(tmpdir(), 'meshkit-pty-'))), 'host');
-        const dev = scratch !== undefined ? join(scratch, 'device') : `${host}.device`;
-        // A link left by a killed socat would stop socat from making the pair again.
-        for (const p of [dev, host]) if (lstatSync(p, { throwIfNoEntry: false })?.isSymbolicLink() === true) unlinkSync(p);
-        socat = spawn('socat', [`pty,raw,echo=0,link=${dev}`, `pty,raw,echo=0,link=${host}`], { stdio: ['ignore', 'ignore', 'inherit'] });
-        await waitForPaths([dev, host], socat, 5000);
-        tty = dev;
-        process.stdout.write(`${host}\n`);
-      }
-      const args = [...(opts.hidg !== undefined ? ['--hidg', opts.hidg] : ['--tty', tty as string]), '--state', state, '--serial', serial,
-        ...(model === undefined ? [] : ['--model', model]),
-        ...(opts.firmware === undefined ? [] : ['--firmware', opts.firmware]),
-        ...(baud === undefined ? [] : ['--baud', baud]),
-        ...(pkey === undefined ? [] : ['--provisioner-key', pkey])];
-      const child = spawn(emulator, args, { stdio: ['ignore', 'inherit', 'inherit'] });
-      const forward = (signal: NodeJS.Signals): void => void child.kill(signal);
-      // If this process ends any other way (an exception), the emulator and socat end with it.
-      const orphans = (): void => {
-        if (child.exitCode === null) child.kill('SIGTERM');
-        socat?.kill('SIGTERM');
-      };
-      process.once('exit', orphans);
       const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-      for (const s of signals) process.on(s, forward);
-      let result: { code: number | null; signal: NodeJS.Signals | null };
-      try {
-        result = await new Promise((resolveExit, reject) => {
-          child.once('error', reject);
-          child.once('exit', (code, signal) => resolveExit({ code, signal }));
+      let result: EmulatorExit;
+      if (opts.pty === true) {
+        // socat pty pair + emulator, through the one launcher (src/device/emulator.ts)
+        const device = await startEmulatedDevice({
+          state, serial,
+          ...(model === undefined ? {} : { model }),
+          ...(opts.firmware === undefined ? {} : { firmware: opts.firmware }),
+          ...(baud === undefined ? {} : { baud: Number(baud) }),
+          ...(pkey === undefined ? {} : { provisionerKey: fromHex(pkey) }),
+          ...(opts.link === undefined ? {} : { link: resolve(opts.link) }),
+          onLog: (line) => void process.stderr.write(`${line}\n`),
         });
-      } finally {
-        for (const s of signals) process.off(s, forward);
-        process.off('exit', orphans);
-        socat?.kill('SIGTERM');
-        if (scratch !== undefined) rmSync(scratch, { recursive: true, force: true });
+        const forward = (signal: NodeJS.Signals): void => device.kill(signal);
+        for (const s of signals) process.on(s, forward);
+        try {
+          process.stdout.write(`${device.port}\n`);
+          result = await device.exited;
+        } finally {
+          for (const s of signals) process.off(s, forward);
+          await device.stop();
+        }
+      } else {
+        const emulator = ensureEmulator();
+        const args = [...(opts.hidg !== undefined ? ['--hidg', opts.hidg] : ['--tty', opts.tty as string]), '--state', state, '--serial', serial,
+          ...(model === undefined ? [] : ['--model', model]),
+          ...(opts.firmware === undefined ? [] : ['--firmware', opts.firmware]),
+          ...(baud === undefined ? [] : ['--baud', baud]),
+          ...(pkey === undefined ? [] : ['--provisioner-key', pkey])];
+        const child = spawn(emulator, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+        const forward = (signal: NodeJS.Signals): void => void child.kill(signal);
+        // If this process ends any other way (an exception), the emulator ends with it.
+        const orphan = (): void => {
+          if (child.exitCode === null) child.kill('SIGTERM');
+        };
+        process.once('exit', orphan);
+        for (const s of signals) process.on(s, forward);
+        try {
+          result = await new Promise((resolveExit, reject) => {
+            child.once('error', reject);
+            child.once('exit', (code, signal) => resolveExit({ code, signal }));
+          });
+        } finally {
+          for (const s of signals) process.off(s, forward);
+          process.off('exit', orphan);
+        }
       }
       if (result.code !== 0) {
         process.stderr.write(`meshkit: the emulator exited with ${result.signal ?? `status ${result.code}`}\n`);
