@@ -157,6 +157,20 @@ async function killAndWait(child: ChildProcess | undefined, exited: Promise<unkn
 
 /** Every live device, so that an exiting process leaves no emulator or socat behind. */
 const live = new Set<() => void>();
+let setprivChecked: boolean | undefined;
+
+/**
+ * Spawns a helper process (socat, the emulator) that dies with this process even when this process is killed
+ * with SIGKILL (no exit hook runs then): through util-linux `setpriv --pdeathsig TERM`, which sets
+ * PR_SET_PDEATHSIG and execs the program (same pid). Without setpriv, a plain spawn (the exit hook still covers
+ * normal exits and signals).
+ */
+function spawnTied(command: string, args: readonly string[]): ChildProcess {
+  setprivChecked ??= spawnSync('setpriv', ['--version'], { stdio: 'ignore' }).status === 0;
+  const options = { stdio: ['ignore', 'ignore', 'pipe'] as ['ignore', 'ignore', 'pipe'] };
+  return setprivChecked ? spawn('setpriv', ['--pdeathsig', 'TERM', '--', command, ...args], options) : spawn(command, [...args], options);
+}
+
 let exitHook = false;
 function onProcessExit(): void {
   for (const kill of live) kill();
@@ -211,7 +225,7 @@ export async function startEmulatedDevice(opts: EmulatorOptions): Promise<Emulat
   const startSocat = async (): Promise<void> => {
     for (const p of [tty, port]) if (isLink(p)) unlinkSync(p); // left by a killed socat: it would refuse to start
     socatErr = '';
-    const child = spawn('socat', [`pty,raw,echo=0,link=${tty}`, `pty,raw,echo=0,link=${port}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawnTied('socat', [`pty,raw,echo=0,link=${tty}`, `pty,raw,echo=0,link=${port}`]);
     socat = child;
     socatExited = new Promise((r) => child.once('close', r));
     child.stderr?.on('data', (c: Buffer) => void (socatErr += c.toString('utf8')));
@@ -226,7 +240,7 @@ export async function startEmulatedDevice(opts: EmulatorOptions): Promise<Emulat
   };
 
   const startEmulator = async (): Promise<void> => {
-    const child = spawn(emulatorPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawnTied(emulatorPath, args);
     emulator = child;
     const mark = log.length;
     let pending = '';

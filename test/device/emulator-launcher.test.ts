@@ -5,9 +5,11 @@
  * DeviceDisconnectedError), stop (no socat or emulator process left, checked by pid; the temp dir gone), and the
  * option checks. Skipped, with the reason printed, only where emulatorUnavailable() says it cannot run.
  */
+import { spawn } from 'node:child_process';
 import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { CborMap } from '../../src/device/cbor.js';
 import { emulatorUnavailable, startEmulatedDevice, type EmulatedDevice } from '../../src/device/emulator.js';
@@ -147,6 +149,25 @@ describe.skipIf(reason !== undefined)('startEmulatedDevice: the C emulator on a 
     expect(pids.filter(alive)).toEqual([]);
     expect(existsSync(dir)).toBe(false);
     await expect(d.restart()).rejects.toThrow(/stopped/);
+  });
+
+  it('a bench process killed with SIGKILL (no exit hook runs) takes socat and the emulator with it', async () => {
+    // `meshkit device emulate --pty` (the built CLI) starts both through the launcher; then the CLI process is killed
+    const bin = fileURLToPath(new URL('../../bin/meshkit.js', import.meta.url));
+    const link = join(root, 'orphan-host');
+    const cli = spawn(process.execPath, [bin, 'device', 'emulate', '--pty', '--link', link, '--state', join(root, 'orphan.state'), '--serial', 'LAUNCH-O'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    cli.stdout.on('data', (c: Buffer) => void (out += c.toString('utf8')));
+    cli.stderr.on('data', (c: Buffer) => void (out += c.toString('utf8')));
+    const deadline = Date.now() + 10_000;
+    while (!out.includes(link) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(out).toContain(link);
+    const pids = pidsNaming(link).filter((pid) => pid !== cli.pid);
+    expect(pids.length).toBe(2); // socat and mk-emulator
+    cli.kill('SIGKILL');
+    const until = Date.now() + 5000;
+    while (pids.some(alive) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    expect(pids.filter(alive)).toEqual([]);
   });
 
   it('a silent device is a port nobody answers until restart() starts the emulator', async () => {
