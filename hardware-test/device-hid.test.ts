@@ -2,8 +2,8 @@
  * The device transport contract (hardware-test/device-contract.ts) against a REAL USB HID device (64-byte reports,
  * src/device/transport/hid.ts through node-hid; needs libusb-1.0-0 at run time). Enabled by environment variables:
  *
- *   MESHKIT_HW_HID             the hidraw path (/dev/hidraw0; `meshkit bench ports` does not list HID — use
- *                              `ls -l /dev/hidraw*` or node-hid's device list)
+ *   MESHKIT_HW_HID             the hidraw path (/dev/hidraw0; `meshkit bench ports` lists HID devices and the
+ *                              descriptor each matches)
  *   MESHKIT_HW_ENROLL=1        optional, DESTRUCTIVE: also provision it for good (see device-serial.test.ts for
  *                              MESHKIT_HW_BENCH_KEY / MESHKIT_HW_BENCH_PIN_ENV)
  *
