@@ -96,12 +96,13 @@ CLI_ARG=
 if prepare_cli; then CLI_ARG="MKUSB_CLI=$CLI"; else echo "MKUSB-NOTE the CLI inputs could not be prepared: the guest runs the contract only"; fi
 echo "MKUSB-TIME prepare-cli $(elapsed)s"
 
-# TCG (no VMX/SVM here); -cpu max for the instructions node needs; the host root read-only over 9p.
+# TCG (no VMX/SVM here); -cpu max for the instructions node needs; the host root and the repository read-only over 9p.
 timeout --kill-after=10 "$TIMEOUT" "$QEMU" \
   -accel tcg -cpu max -smp 2 -m 1536 -nographic -no-reboot -nic none \
   -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initramfs.gz" \
   -append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init MKUSB_REPO=$REPO MKUSB_JS=$JS $CLI_ARG" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+  -virtfs local,path="$REPO",mount_tag=repo,security_model=none,readonly=on,multidevs=remap \
   </dev/null 2>&1 | tr -d '\r' | tee "$CACHE/console.log"
 qrc=$(sed -n 's/^MKUSB-EXIT \([0-9]*\)$/\1/p' "$CACHE/console.log" | tail -n 1)
 echo "MKUSB-TIME total $(elapsed)s"
