@@ -7,6 +7,12 @@
  * created — the labels of `keys-intent`, and, when the `keys` entry exists, only keys whose UDF is
  * the recorded one — then securely overwrites and removes `.staging` and any file the ceremony
  * had already moved into DIR. Nothing is recorded as done.
+ *
+ * It also aborts an interrupted `ceremony recover` (one command cleans up whatever was interrupted in
+ * DIR; the DIR says which): `DIR/.staging/recovery-transcript.jsonl` marks a recovery. Then exactly
+ * the token objects whose label AND CKA_ID match the recovery's `keys-intent` are deleted; an object
+ * under an announced label with another CKA_ID (not the recovery's) is left and reported in
+ * `foreignKeys`; `.staging` is removed; a re-run of `ceremony recover` then succeeds.
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -18,6 +24,7 @@ import { openKeyStore, type KeyStore, type SecretSource } from '../keystore/inde
 import { exists, secureRemoveFile, secureRemoveTree } from './files.js';
 import { CeremonyError, type CeremonyPlan } from './plan.js';
 import { OUTPUT_DIRS, OUTPUT_FILES, STAGING_DIR } from './run.js';
+import { deleteRecoveryKeys, RECOVERY_HEAD, RECOVERY_TRANSCRIPT, type RecoveryIntentKey } from './recover.js';
 
 export interface AbortCeremonyOptions {
   out: string;
@@ -28,9 +35,16 @@ export interface AbortCeremonyOptions {
 
 export interface AbortSummary {
   out: string;
+  /** What was interrupted: a `ceremony run` or a `ceremony recover`. */
+  kind: 'ceremony' | 'recovery';
   /** Steps the interrupted transcript recorded. */
   interruptedAfter: string | null;
   deletedKeys: Array<{ label: string; keyId: string }>;
+  /**
+   * Recovery only: keys on the token under an announced label that are not the announced object
+   * (another CKA_ID / UDF). They were left alone.
+   */
+  foreignKeys?: Array<{ label: string; keyId: string }>;
   removedFiles: string[];
 }
 
@@ -47,9 +61,13 @@ async function readLines(path: string): Promise<string[] | undefined> {
 
 /**
  * Cleans up the interrupted ceremony in `opts.out` made with `plan`.
+ * Cleans up an interrupted recovery in `opts.out` just as well (see the module comment): exactly
+ * the objects whose label AND CKA_ID match its `keys-intent` are deleted, others under those labels
+ * are left and listed in `foreignKeys`.
+ * @throws TypeError for a malformed plan or options.
  * @throws CeremonyError ERR_CEREMONY_STATE when there is nothing interrupted to abort (no `.staging`:
- *   a finished ceremony is never undone), the transcript is of another plan, or a key on the token
- *   under a recorded label is not the recorded key (it is left alone).
+ *   a finished ceremony or recovery is never undone), the transcript is of another plan, or (a
+ *   ceremony) a key on the token under a recorded label is not the recorded key (it is left alone).
  * @throws LogError when the transcript does not verify; the store's errors (PIN, token).
  */
 export async function abortCeremony(plan: CeremonyPlan, opts: AbortCeremonyOptions): Promise<AbortSummary> {
@@ -57,6 +75,12 @@ export async function abortCeremony(plan: CeremonyPlan, opts: AbortCeremonyOptio
   if (typeof opts?.out !== 'string' || opts.out === '') throw new TypeError('"opts.out" expected a directory path');
   const out = resolve(opts.out);
   const staging = join(out, STAGING_DIR);
+  if (await exists(join(out, RECOVERY_HEAD))) {
+    throw new CeremonyError(ErrorCode.CEREMONY_STATE, `${out} holds a finished recovery (${RECOVERY_HEAD}), which abort never undoes: nothing to abort`);
+  }
+  if ((await exists(join(staging, RECOVERY_TRANSCRIPT))) || ((await exists(staging)) && (await exists(join(out, RECOVERY_TRANSCRIPT))))) {
+    return abortRecovery(plan, out, opts);
+  }
   if (!(await exists(staging))) {
     throw new CeremonyError(
       ErrorCode.CEREMONY_STATE,
@@ -139,5 +163,66 @@ export async function abortCeremony(plan: CeremonyPlan, opts: AbortCeremonyOptio
   }
   removedFiles.push(STAGING_DIR);
   await secureRemoveTree(staging);
-  return { out, interruptedAfter: entries.at(-1)?.Type ?? null, deletedKeys, removedFiles };
+  return { out, kind: 'ceremony', interruptedAfter: entries.at(-1)?.Type ?? null, deletedKeys, removedFiles };
+}
+
+/** Reads and checks the `keys-intent` keys of a recovery transcript. */
+function intentKeys(entry: LogEntry): RecoveryIntentKey[] {
+  const keys = entry.Body['Keys'];
+  if (!Array.isArray(keys)) throw new CeremonyError(ErrorCode.CEREMONY_STATE, 'the recovery transcript\'s keys-intent entry has no Keys');
+  return keys.map((k: unknown, i) => {
+    const o = k as Partial<Record<keyof RecoveryIntentKey, unknown>>;
+    for (const f of ['Label', 'UDF', 'CkaId'] as const) {
+      if (typeof o?.[f] !== 'string' || o[f] === '') throw new CeremonyError(ErrorCode.CEREMONY_STATE, `the recovery transcript's keys-intent Keys[${i}] has no ${f}`);
+    }
+    return o as RecoveryIntentKey;
+  });
+}
+
+/**
+ * Aborts an interrupted recovery in `out` (its transcript is `.staging/recovery-transcript.jsonl`).
+ * @throws CeremonyError ERR_CEREMONY_STATE (another plan's recovery, a malformed intent), LogError,
+ *   the store's errors.
+ */
+async function abortRecovery(plan: CeremonyPlan, out: string, opts: AbortCeremonyOptions): Promise<AbortSummary> {
+  const staging = join(out, STAGING_DIR);
+  const lines = (await readLines(join(staging, RECOVERY_TRANSCRIPT))) ?? (await readLines(join(out, RECOVERY_TRANSCRIPT))) ?? [];
+  const entries: LogEntry[] = [];
+  if (lines.length > 0) {
+    HashLog.fromLines(lines);
+    for (const l of lines) entries.push(parseJsonStrict(l) as LogEntry);
+  }
+  const first = entries.find((e) => e.Type === 'recovery');
+  if (first !== undefined && first.Body['Plan'] !== plan.fingerprint) {
+    throw new CeremonyError(
+      ErrorCode.CEREMONY_STATE,
+      `the interrupted recovery in ${out} ran plan ${String(first.Body['Plan'])}, not this plan (${plan.fingerprint}): give the plan it ran`,
+    );
+  }
+  const intent = entries.find((e) => e.Type === 'keys-intent');
+  const deletedKeys: AbortSummary['deletedKeys'] = [];
+  const foreignKeys: NonNullable<AbortSummary['foreignKeys']> = [];
+  if (intent !== undefined) {
+    const keys = intentKeys(intent);
+    const store: KeyStore = await openKeyStore(plan.token, opts.secrets.token, opts.modulePath === undefined ? {} : { modulePath: opts.modulePath });
+    try {
+      deletedKeys.push(...(await deleteRecoveryKeys(store, keys)));
+      for (const k of await store.list()) {
+        if (keys.some((x) => x.Label === k.label)) foreignKeys.push({ label: k.label, keyId: k.keyId });
+      }
+    } finally {
+      await store.close();
+    }
+  }
+  const removedFiles: string[] = [];
+  for (const f of [RECOVERY_TRANSCRIPT]) {
+    // moved into DIR while publishing (the head, the mark of a finished recovery, was not)
+    if (await exists(join(out, f))) {
+      await secureRemoveFile(join(out, f));
+      removedFiles.push(f);
+    }
+  }
+  removedFiles.push(STAGING_DIR);
+  await secureRemoveTree(staging);
+  return { out, kind: 'recovery', interruptedAfter: entries.at(-1)?.Type ?? null, deletedKeys, foreignKeys, removedFiles };
 }

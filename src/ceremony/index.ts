@@ -24,6 +24,6 @@ export type { ShareFile, ParsedShareFile } from './files.js';
 export { verifyCeremony } from './verify.js';
 export { ceremonyFileFingerprint } from './files.js';
 export type { CeremonyVerifyReport } from './verify.js';
-export { recoverCeremony } from './recover.js';
-export type { RecoverCeremonyOptions, RecoverySummary, ShareVerdict } from './recover.js';
+export { recoverCeremony, RECOVERY_FAULT_POINTS, RECOVERY_TRANSCRIPT, RECOVERY_HEAD } from './recover.js';
+export type { RecoverCeremonyOptions, RecoverySummary, ShareVerdict, RecoveryFaultPoint, RecoveryIntentKey } from './recover.js';
 export { escrowApplicationKey, recoverApplicationKey, masterEscrowKeyOf } from './online-escrow.js';

@@ -19,6 +19,15 @@
  * 5. `recovery-transcript.jsonl` (linked-hash log, no secrets) and `recovery-transcript.head.json`
  *    (signed by the recovered master signature key on the token) are written into the out DIR.
  *
+ * Crash safety (as `ceremony run`): the transcript is written into `DIR/.staging/` with atomic
+ * writes after every step; its `keys-intent` entry names every object about to be made (label,
+ * key UDF and CKA_ID) and is written BEFORE anything is created on the token; nothing is published
+ * in DIR until the head is signed (then the transcript and the head are moved into DIR and
+ * `.staging` removed). A recovery killed in between leaves `.staging` (and perhaps objects on the
+ * token): a re-run is refused with the instruction to run `meshkit ceremony abort --plan PLAN --out
+ * DIR` (src/ceremony/abort.ts), which deletes exactly the objects whose label AND CKA_ID match the
+ * intent. The test-only fault-injection switch stops the process after {@link RECOVERY_FAULT_POINTS}.
+ *
  * generate-on-token ceremonies have no offline escrow (nothing to recover from shares).
  * generate-on-token-wrapped blobs hold the keys wrapped under K (src/core/escrow.ts WrappedKeySet):
  * step 4 imports K into the (PKCS#11) target token as a session AES key (CKA_TOKEN=false,
@@ -29,9 +38,9 @@
  * tested here), destroys the AES object and wipes K. No private key is ever on the host.
  */
 import { createPublicKey, diffieHellman, generateKeyPairSync, randomBytes, verify as nodeVerify } from 'node:crypto';
-import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rmdir } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { fromB64u, fromUtf8, utf8, wipe } from '../core/bytes.js';
+import { fromB64u, fromHex, fromUtf8, utf8, wipe } from '../core/bytes.js';
 import { escrowBlobId, openOfflineEscrowAny, type EscrowedKeySet, type OpenedOfflineEscrow } from '../core/escrow.js';
 import { ErrorCode, EscrowError, MeshkitError, ShamirError } from '../core/errors.js';
 import { HashLog, signLogHead } from '../core/hashlog.js';
@@ -44,8 +53,56 @@ import { udfDigest } from '../core/udf.js';
 import { openKeyStore, type KeyHandle, type KeyStore, type SecretSource } from '../keystore/index.js';
 import type { Pkcs11KeyStore } from '../keystore/pkcs11/index.js';
 import type { AesKeyHandle } from '../keystore/pkcs11/store.js';
-import { exists, parseShareFile, writeFileAtomic, type ParsedShareFile } from './files.js';
+import { exists, fsyncDir, parseShareFile, secureRemoveTree, writeFileAtomic, type ParsedShareFile } from './files.js';
 import { CeremonyError, redactTokenUri, type CeremonyPlan } from './plan.js';
+import { keyObjectIdHex, STAGING_DIR } from './run.js';
+
+/**
+ * Named points after which the fault-injection switch (`MESHKIT_CEREMONY_FAULT_AFTER`, test only)
+ * stops a recovery: after the `keys-intent` entry, after the signature key and after the escrow
+ * key are on the token, after the `import` entry, and after the head is signed (before publishing).
+ */
+export const RECOVERY_FAULT_POINTS = ['keys-intent', 'key-signature', 'key-escrow', 'import', 'complete'] as const;
+export type RecoveryFaultPoint = (typeof RECOVERY_FAULT_POINTS)[number];
+
+/** The recovery transcript and its signed head (in `DIR/.staging/` until published in DIR). */
+export const RECOVERY_TRANSCRIPT = 'recovery-transcript.jsonl';
+export const RECOVERY_HEAD = 'recovery-transcript.head.json';
+
+/** One object the recovery announces in its `keys-intent` entry (what `ceremony abort` may delete). */
+export interface RecoveryIntentKey {
+  Role: 'MasterSignatureKey' | 'MasterEscrowKey';
+  Label: string;
+  Curve: string;
+  /** The key UDF (the Master Profile's). */
+  UDF: string;
+  /** CKA_ID (hex) the object gets on a PKCS#11 token: the first 16 bytes of the binary UDF. */
+  CkaId: string;
+}
+
+/**
+ * Deletes exactly the recovery's objects: on a PKCS#11 token every object whose label AND CKA_ID
+ * match (also a private key whose public object was never made); in a software store the key under
+ * the label only when its UDF is the recorded one. Returns the keys deleted.
+ * @throws the store's errors.
+ */
+export async function deleteRecoveryKeys(store: KeyStore, keys: RecoveryIntentKey[]): Promise<Array<{ label: string; keyId: string }>> {
+  const deleted: Array<{ label: string; keyId: string }> = [];
+  const destroyer = store as Partial<{ destroyObjects(m: { label: string; id: Uint8Array }): Promise<number> }>;
+  for (const k of keys) {
+    if (typeof destroyer.destroyObjects === 'function') {
+      const n = await destroyer.destroyObjects({ label: k.Label, id: fromHex(k.CkaId, 'CkaId') });
+      if (n > 0) deleted.push({ label: k.Label, keyId: k.UDF });
+    } else {
+      const found = (await store.list()).find((x) => x.label === k.Label);
+      if (found !== undefined && found.keyId === k.UDF) {
+        await store.delete(k.Label);
+        deleted.push({ label: k.Label, keyId: k.UDF });
+      }
+    }
+  }
+  return deleted;
+}
 
 /** Why a share was not used. */
 export type ShareProblem = 'invalid' | 'corrupted' | 'foreign' | 'duplicate' | 'wrong';
@@ -90,6 +147,10 @@ export interface RecoverCeremonyOptions {
   modulePath?: string;
   /** Operator recorded in the transcript. */
   operator?: string;
+  /** Stop the process (SIGKILL) right after this point: the test-only fault-injection switch. */
+  fault?: RecoveryFaultPoint;
+  /** What the fault does (default: SIGKILL this process). */
+  faultAction?: (point: RecoveryFaultPoint) => void;
 }
 
 export interface RecoverySummary {
@@ -104,8 +165,8 @@ export interface RecoverySummary {
   transcript: { entries: number; head: string | null; files: string[] };
 }
 
-const TRANSCRIPT = 'recovery-transcript.jsonl';
-const HEAD = 'recovery-transcript.head.json';
+const TRANSCRIPT = RECOVERY_TRANSCRIPT;
+const HEAD = RECOVERY_HEAD;
 
 /** A usable share: its verdict and parsed file. */
 export interface ShareCandidate {
@@ -312,6 +373,13 @@ async function checkOut(out: string): Promise<void> {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw e;
   }
+  if (entries.includes(STAGING_DIR)) {
+    throw new CeremonyError(
+      ErrorCode.CEREMONY_STATE,
+      `${out} holds an interrupted recovery (${STAGING_DIR}): nothing in it was published. ` +
+        `Run "meshkit ceremony abort --plan PLAN --out ${out}" to remove what it created (token objects and staged files), then run the recovery again`,
+    );
+  }
   if (entries.length > 0) throw new CeremonyError(ErrorCode.CEREMONY_STATE, `--out ${out} is not empty (${entries.slice(0, 5).join(', ')}): give a new or empty directory`);
 }
 
@@ -348,11 +416,13 @@ async function selfTest(handle: KeyHandle, expected: PublicJwk): Promise<string>
 }
 
 /**
- * Recovers the master keys of a ceremony onto the plan's (fresh) token.
+ * Recovers the master keys of a ceremony onto the plan's (fresh) token. The transcript is staged in
+ * `DIR/.staging` (its `keys-intent` before any object is made) and published with its signed head.
  *
  * @throws TypeError for malformed options.
  * @throws CeremonyError ERR_CEREMONY_STATE (generate-on-token: no escrow; the token already holds
- *   the labels; out DIR not empty; master.json not found), ERR_CEREMONY_VERIFY_FAILED (recovered
+ *   the labels; out DIR not empty, or holding an interrupted recovery's `.staging` — both with the
+ *   `ceremony abort` instruction; master.json not found), ERR_CEREMONY_VERIFY_FAILED (recovered
  *   keys are not the Master Profile's, or fail their test on the token).
  * @throws ShamirError ERR_SHARES_INSUFFICIENT ("need N more shares", naming the unusable ones),
  *   ERR_SHARES_INCONSISTENT (wrong shares).
@@ -380,7 +450,16 @@ export async function recoverCeremony(opts: RecoverCeremonyOptions): Promise<Rec
   if (opts.escrowDir === undefined && opts.blob === undefined && opts.master === undefined) {
     throw new TypeError('"opts" needs escrowDir, blob or master (to find the escrow blob)');
   }
+  if (opts.fault !== undefined && !(RECOVERY_FAULT_POINTS as readonly string[]).includes(opts.fault)) {
+    throw new RangeError(`"opts.fault" must be one of ${RECOVERY_FAULT_POINTS.join(', ')}`);
+  }
   const out = resolve(opts.out);
+  const staging = join(out, STAGING_DIR);
+  const fault = (point: RecoveryFaultPoint): void => {
+    if (opts.fault !== point) return;
+    if (opts.faultAction !== undefined) opts.faultAction(point);
+    else process.kill(process.pid, 'SIGKILL');
+  };
   await checkOut(out);
 
   // ---- master profile
@@ -416,7 +495,10 @@ export async function recoverCeremony(opts: RecoverCeremonyOptions): Promise<Rec
   let set: EscrowedKeySet | undefined;
   let opened: OpenedOfflineEscrow | undefined;
   let store: KeyStore | undefined;
-  const created: string[] = [];
+  /** The objects announced by keys-intent (set once it is on disk). */
+  let intent: RecoveryIntentKey[] | undefined;
+  let outCreated = false;
+  let stagingCreated = false;
   try {
     const blobId = escrowBlobId(key);
     step('recombine', `shares ${used.join(', ')} recombine the session key of blob ${blobId}`);
@@ -474,19 +556,25 @@ export async function recoverCeremony(opts: RecoverCeremonyOptions): Promise<Rec
     if (taken.length > 0) {
       throw new CeremonyError(
         ErrorCode.CEREMONY_STATE,
-        `${tokenName} already holds keys labelled ${taken.map((l) => JSON.stringify(l)).join(', ')}: recover onto a fresh token (or change the plan's Token)`,
+        `${tokenName} already holds keys labelled ${taken.map((l) => JSON.stringify(l)).join(', ')}: recover onto a fresh token (or change the plan's Token); ` +
+          `if an interrupted recovery made them, run "meshkit ceremony abort --plan PLAN --out DIR" with its out DIR`,
       );
     }
     if (opts.confirm !== undefined && !(await opts.confirm(`import the master keys ${expected.join(', ')} onto ${tokenName} as ${plan.labels.signature}, ${plan.labels.escrow}`))) {
       throw new CeremonyError(ErrorCode.CEREMONY_STATE, 'the recovery was stopped by the operator before importing');
     }
 
-    // ---- recovery transcript (no secrets), written before anything is created
+    // ---- recovery transcript (no secrets), staged in DIR/.staging, written before anything is created
+    await checkOut(out); // again: DIR may have changed while the operator was asked
+    outCreated = !(await exists(out));
     await mkdir(out, { recursive: true, mode: 0o700 });
+    await mkdir(staging, { mode: 0o700 });
+    stagingCreated = true;
+    await fsyncDir(out);
     const log = new HashLog();
     const record = async (type: string, body: Record<string, unknown>): Promise<void> => {
       log.append(type, body);
-      await writeFileAtomic(join(out, TRANSCRIPT), log.lines().join('\n') + '\n', { mode: 0o644 });
+      await writeFileAtomic(join(staging, TRANSCRIPT), log.lines().join('\n') + '\n', { mode: 0o644 });
     };
     await record('recovery', {
       Plan: plan.fingerprint,
@@ -508,12 +596,17 @@ export async function recoverCeremony(opts: RecoverCeremonyOptions): Promise<Rec
       })),
     });
     await record('blob', { Blob: blobId, Fingerprint: udfDigest(utf8(blobText)), Recovered: recovered, Profile: expected, Match: true });
+    const announced: RecoveryIntentKey[] = [
+      { Role: 'MasterSignatureKey', Label: plan.labels.signature, Curve: plan.algorithms.signature, UDF: expected[0] as string, CkaId: keyObjectIdHex(expected[0] as string) },
+      { Role: 'MasterEscrowKey', Label: plan.labels.escrow, Curve: plan.algorithms.escrow, UDF: expected[1] as string, CkaId: keyObjectIdHex(expected[1] as string) },
+    ];
     await record('keys-intent', {
-      Keys: [
-        { Label: plan.labels.signature, Curve: plan.algorithms.signature, Role: 'MasterSignatureKey' },
-        { Label: plan.labels.escrow, Curve: plan.algorithms.escrow, Role: 'MasterEscrowKey' },
-      ],
+      Keys: announced,
+      Method: opened.Form === 'WrappedKeySet' ? 'unwrap' : 'import',
+      ...(opened.Form === 'WrappedKeySet' ? { KeyEncryptionKey: `${plan.labels.signature}-escrow-kek`, KeyEncryptionKeyToken: false } : {}),
     });
+    intent = announced;
+    fault('keys-intent');
 
     // ---- import (host keys) or unwrap (wrapped keys, on the token only)
     let sigHandle: KeyHandle;
@@ -534,14 +627,14 @@ export async function recoverCeremony(opts: RecoverCeremonyOptions): Promise<Rec
           usage: 'sign',
           extractable: false,
         });
-        created.push(plan.labels.signature);
+        fault('key-signature');
         escHandle = await p11.unwrapKey(fromB64u(escKey.Wrapped, 'Wrapped'), kek, 'CKM_AES_KEY_WRAP_PAD', {
           label: plan.labels.escrow,
           publicJwk: escKey.PublicKey,
           usage: 'derive',
           extractable: false,
         });
-        created.push(plan.labels.escrow);
+        fault('key-escrow');
       } finally {
         if (kek !== undefined) await p11.destroyAesKey(kek).catch(() => undefined);
       }
@@ -551,9 +644,9 @@ export async function recoverCeremony(opts: RecoverCeremonyOptions): Promise<Rec
     } else {
       const keySet = opened.KeySet;
       sigHandle = await store.importPrivate(plan.labels.signature, keySet.MasterSignatureKey, { usage: 'sign', extractable: false });
-      created.push(plan.labels.signature);
+      fault('key-signature');
       escHandle = await store.importPrivate(plan.labels.escrow, keySet.MasterEscrowKeys[0] as PrivateJwk, { usage: 'derive', extractable: false });
-      created.push(plan.labels.escrow);
+      fault('key-escrow');
       sigPublic = publicOf(keySet.MasterSignatureKey);
       escPublic = publicOf(keySet.MasterEscrowKeys[0] as PrivateJwk);
       dropPrivate(set);
@@ -581,9 +674,17 @@ export async function recoverCeremony(opts: RecoverCeremonyOptions): Promise<Rec
         ? { Method: 'unwrap', Wrapping: 'CKM_AES_KEY_WRAP_PAD', HostCopy: 'none (keys unwrapped on the token); session AES key destroyed; session key wiped' }
         : { HostCopy: 'dropped; session key wiped' }),
     });
+    fault('import');
     await record('complete', { Master: vm.identifier, Keys: expected });
     const head = await signLogHead(log.head, sigHandle.signer());
-    await writeFileAtomic(join(out, HEAD), JSON.stringify(head, null, 2) + '\n', { mode: 0o644 });
+    await writeFileAtomic(join(staging, HEAD), JSON.stringify(head, null, 2) + '\n', { mode: 0o644 });
+    fault('complete');
+    // ---- publish: the transcript, then the signed head (the mark of a finished recovery), then drop .staging
+    await rename(join(staging, TRANSCRIPT), join(out, TRANSCRIPT));
+    await rename(join(staging, HEAD), join(out, HEAD));
+    await fsyncDir(out);
+    intent = undefined; // finished: nothing is undone from here on
+    await secureRemoveTree(staging);
     step('transcript', `${TRANSCRIPT} (${log.count} entries) and ${HEAD} signed by the recovered master key`);
     return {
       out,
@@ -599,8 +700,29 @@ export async function recoverCeremony(opts: RecoverCeremonyOptions): Promise<Rec
       transcript: { entries: log.count, head: log.head.id, files: [TRANSCRIPT, HEAD] },
     };
   } catch (e) {
-    // Leave no half-recovered keys on the token.
-    for (const label of created.reverse()) await store?.delete(label).catch(() => undefined);
+    if (intent === undefined) {
+      // Nothing was created on the token (or the recovery is already published): leave no staging.
+      if (stagingCreated && !(await exists(join(out, HEAD)))) {
+        await secureRemoveTree(staging).catch(() => undefined);
+        if (outCreated) await rmdir(out).catch(() => undefined);
+      }
+      throw e;
+    }
+    // Leave no half-recovered keys on the token: delete exactly the announced objects (label + CKA_ID).
+    let cleaned = false;
+    if (store !== undefined) {
+      try {
+        await deleteRecoveryKeys(store, intent);
+        await secureRemoveTree(staging);
+        if (outCreated) await rmdir(out).catch(() => undefined);
+        cleaned = true;
+      } catch {
+        cleaned = false;
+      }
+    }
+    if (!cleaned && e instanceof MeshkitError) {
+      e.message = `${e.message} — the recovery was interrupted after keys-intent; run "meshkit ceremony abort --plan PLAN --out ${out}" to remove what it created`;
+    }
     throw e;
   } finally {
     wipe(key);

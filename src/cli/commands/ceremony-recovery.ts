@@ -10,6 +10,12 @@
  *                            [--master FILE] [--yes] [--pin-env V | --pin-file F] [--module LIB] [--json]
  *       rebuilds the master keys onto the plan's Token (a fresh token) from k share files, in any
  *       order; each unusable share is named (invalid, corrupted, foreign, duplicate, wrong).
+ *       An interrupted recovery (crash, kill) leaves DIR/.staging: a re-run is refused with the
+ *       instruction to run `meshkit ceremony abort --plan PLAN --out DIR` (the same command that
+ *       cleans up an interrupted `ceremony run`; the DIR's transcript says which it was).
+ *
+ * Test-only: MESHKIT_CEREMONY_FAULT_AFTER=<point> (refused unless MESHKIT_TEST=1) kills `recover`
+ * after one of RECOVERY_FAULT_POINTS (and `run` after one of CEREMONY_FAULT_POINTS).
  *
  * Exit codes: 0 done; 1 failed (verification failure, too few or bad shares, tampered blob, labels
  * already on the token); 2 usage.
@@ -18,7 +24,7 @@ import { collect, readInput } from '../io.js';
 import type { Command } from 'commander';
 import { ErrorCode, MeshkitError } from '../../core/errors.js';
 import { parsePlan, type CeremonyPlan } from '../../ceremony/plan.js';
-import { recoverCeremony } from '../../ceremony/recover.js';
+import { RECOVERY_FAULT_POINTS, recoverCeremony } from '../../ceremony/recover.js';
 import { verifyCeremony } from '../../ceremony/verify.js';
 import { emit, note } from '../output.js';
 import { UsageError } from '../main.js';
@@ -38,6 +44,21 @@ interface RecoverOptions {
   module?: string;
   operator?: string;
   json?: boolean;
+}
+
+/**
+ * The test-only fault-injection switch `MESHKIT_CEREMONY_FAULT_AFTER=<point>` for a command whose
+ * fault points are `points`; undefined when it is not set.
+ * @throws UsageError when set without MESHKIT_TEST=1, or to a point not in `points`.
+ */
+export function faultFromEnv<T extends string>(points: readonly T[]): T | undefined {
+  const value = process.env['MESHKIT_CEREMONY_FAULT_AFTER'];
+  if (value === undefined || value === '') return undefined;
+  if (process.env['MESHKIT_TEST'] !== '1') throw new UsageError('MESHKIT_CEREMONY_FAULT_AFTER is a test-only switch and is refused unless MESHKIT_TEST=1');
+  if (!(points as readonly string[]).includes(value)) {
+    throw new UsageError(`MESHKIT_CEREMONY_FAULT_AFTER must be one of ${points.join(', ')}, got ${JSON.stringify(value)}`);
+  }
+  return value as T;
 }
 
 async function loadPlan(path: string): Promise<CeremonyPlan> {
@@ -96,6 +117,7 @@ export function registerCeremonyRecoveryCommands(ceremony: Command): void {
         throw new UsageError('say where the escrow blob is: --escrow-dir DIR (the ceremony\'s escrow/), --blob FILE, or --master DIR/master.json');
       }
       if (opts.share.length === 0) throw new UsageError('give the share files with --share FILE (repeat)');
+      const fault = faultFromEnv(RECOVERY_FAULT_POINTS);
       const interactive = opts.yes !== true;
       if (interactive && process.stdin.isTTY !== true) throw new UsageError('recover asks before importing and stdin is not a terminal: use --yes');
       const plan = await loadPlan(opts.plan);
@@ -123,6 +145,7 @@ export function registerCeremonyRecoveryCommands(ceremony: Command): void {
           ...(confirm === undefined ? {} : { confirm }),
           ...(opts.module === undefined ? {} : { modulePath: opts.module }),
           ...(opts.operator === undefined ? {} : { operator: opts.operator }),
+          ...(fault === undefined ? {} : { fault }),
         });
         emit(out, summary, () =>
           [

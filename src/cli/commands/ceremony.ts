@@ -5,6 +5,9 @@
  *   meshkit ceremony run --plan PLAN.json --out DIR [--yes] [--pin-env V | --pin-file F]
  *                        [--admin-pin-env NAME=VAR …] [--operator NAME] [--module LIB] [--json]
  *   meshkit ceremony abort --plan PLAN.json --out DIR [--pin-env V | --pin-file F] [--module LIB] [--json]
+ *       cleans up an interrupted `ceremony run` OR an interrupted `ceremony recover` in DIR (the
+ *       DIR's staged transcript says which): one command for "DIR was interrupted", the one both
+ *       refusals name, with the same options (plan, DIR, the token's PIN).
  *
  * Interactive by default: each step is shown and confirmed, each custodian's share is shown alone
  * (the screen and the terminal's scrollback are cleared before and after it) and the operator and
@@ -39,7 +42,7 @@ import { UsageError } from '../main.js';
 import { secretSource } from '../secrets.js';
 import { secretRequestFor } from '../pin-status.js';
 import { withCkrName } from './token.js';
-import { registerCeremonyRecoveryCommands } from './ceremony-recovery.js';
+import { faultFromEnv, registerCeremonyRecoveryCommands } from './ceremony-recovery.js';
 
 interface CommonOptions {
   plan: string;
@@ -101,14 +104,8 @@ function adminSecrets(plan: CeremonyPlan, specs: string[], interactive: boolean,
   };
 }
 
-function faultFromEnv(): CeremonyFaultPoint | undefined {
-  const value = process.env['MESHKIT_CEREMONY_FAULT_AFTER'];
-  if (value === undefined || value === '') return undefined;
-  if (process.env['MESHKIT_TEST'] !== '1') throw new UsageError('MESHKIT_CEREMONY_FAULT_AFTER is a test-only switch and is refused unless MESHKIT_TEST=1');
-  if (!(CEREMONY_FAULT_POINTS as readonly string[]).includes(value)) {
-    throw new UsageError(`MESHKIT_CEREMONY_FAULT_AFTER must be one of ${CEREMONY_FAULT_POINTS.join(', ')}, got ${JSON.stringify(value)}`);
-  }
-  return value as CeremonyFaultPoint;
+function faultFromEnvRun(): CeremonyFaultPoint | undefined {
+  return faultFromEnv<CeremonyFaultPoint>(CEREMONY_FAULT_POINTS);
 }
 
 async function interactivePrompts(): Promise<CeremonyPrompts> {
@@ -156,7 +153,7 @@ export function registerCeremonyCommands(program: Command): Command {
     .option('--json', 'one JSON document on stdout')
     .action(async (opts: RunOptions) => {
       if (opts.pinEnv !== undefined && opts.pinFile !== undefined) throw new UsageError('give only one of --pin-env, --pin-file');
-      const fault = faultFromEnv();
+      const fault = faultFromEnvRun();
       const plan = await loadPlan(opts.plan);
       const interactive = opts.yes !== true;
       if (interactive && process.stdin.isTTY !== true) {
@@ -196,9 +193,9 @@ export function registerCeremonyCommands(program: Command): Command {
   // ---- ceremony abort
   ceremony
     .command('abort')
-    .description("clean up an interrupted ceremony: delete the token objects its transcript says it created, remove the staged files")
-    .requiredOption('--plan <file>', 'the ceremony plan the interrupted ceremony ran')
-    .requiredOption('--out <dir>', 'the interrupted ceremony output directory')
+    .description("clean up an interrupted ceremony or recovery: delete the token objects its transcript says it created, remove the staged files")
+    .requiredOption('--plan <file>', 'the plan the interrupted ceremony (or recovery) ran')
+    .requiredOption('--out <dir>', 'the interrupted ceremony (or recovery) output directory')
     .option('--pin-env <var>', "the token's PIN (or the software store's passphrase) from an environment variable")
     .option('--pin-file <path>', "the token's PIN (or passphrase) from the first line of a file")
     .option('--module <lib>', 'PKCS#11 module when the URIs have no module-path')
@@ -214,8 +211,11 @@ export function registerCeremonyCommands(program: Command): Command {
         });
         emit({ json: opts.json === true }, summary, () =>
           [
-            `aborted the ceremony in ${summary.out} (interrupted after ${summary.interruptedAfter ?? 'nothing'})`,
-            `deleted keys   ${summary.deletedKeys.map((k) => `${k.label} (${k.keyId})`).join(', ') || 'none'}`,
+            `aborted the ${summary.kind} in ${summary.out} (interrupted after ${summary.interruptedAfter ?? 'nothing'})`,
+            `deleted keys   ${summary.deletedKeys.map((k) => `${k.label} (${k.keyId})`).join(', ') || 'none (nothing of it was on the token)'}`,
+            ...(summary.foreignKeys === undefined || summary.foreignKeys.length === 0
+              ? []
+              : [`left alone     ${summary.foreignKeys.map((k) => `${k.label} (${k.keyId})`).join(', ')} — not the recovery's key (another CKA_ID): remove it yourself or recover onto another token`]),
             `removed files  ${summary.removedFiles.join(', ')}`,
           ].join('\n'),
         );
