@@ -8,7 +8,8 @@
  *
  * --tty PATH: opens PATH raw (cfmakeraw), feeds the bytes read to the streaming frame decoder, hands each complete
  * message to mk_device_handle and writes the encoded reply frames. --baud N throttles writes to N/10 bytes per
- * second (a real UART's rate with 8N1 framing); tty only.
+ * second (a real UART's rate with 8N1 framing), in chunks of ≥ 64 bytes (5 ms of line time) each written when its
+ * last byte would have left a real UART; tty only.
  * --hidg PATH: a Linux USB HID gadget function node (/dev/hidgN, usb_f_hid, 64-byte reports). Each OUTPUT report
  * read from it goes to the HID reassembler (mk_hid_reassembler); the message body is seq (1 byte) || CBOR message
  * (docs/protocol-framing.md "HID reports"). An init report received while no message is in progress selects the
@@ -90,17 +91,28 @@ static void sleep_s(double s)
     }
 }
 
-/* Write all bytes; with bytes_per_s > 0, at most that rate (16-byte chunks on a schedule). */
+/* Line time per throttled write: what 5 ms of the line holds, at least 64 bytes (fewer, larger reads on the host). */
+#define THROTTLE_CHUNK_S 0.005
+#define THROTTLE_CHUNK_MIN 64u
+
+/*
+ * Write all bytes; with bytes_per_s > 0, at most that rate: chunks of whatever THROTTLE_CHUNK_S of line time holds
+ * (at least THROTTLE_CHUNK_MIN bytes), each written when a real UART would have finished sending its last byte
+ * (start + (sent + chunk) / rate), so no byte reaches the host earlier than on the wire and the average rate is
+ * exactly bytes_per_s.
+ */
 static int write_reply(int fd, const uint8_t *buf, size_t len, double bytes_per_s)
 {
     double start = now_s();
     size_t sent = 0;
+    size_t max_chunk = THROTTLE_CHUNK_MIN;
+    if (bytes_per_s > 0 && bytes_per_s * THROTTLE_CHUNK_S > (double)max_chunk) max_chunk = (size_t)(bytes_per_s * THROTTLE_CHUNK_S);
     while (sent < len && !stop_requested) {
         size_t chunk = len - sent;
         ssize_t n;
         if (bytes_per_s > 0) {
-            if (chunk > 16) chunk = 16;
-            sleep_s(start + (double)sent / bytes_per_s - now_s());
+            if (chunk > max_chunk) chunk = max_chunk;
+            sleep_s(start + (double)(sent + chunk) / bytes_per_s - now_s());
         }
         n = write(fd, buf + sent, chunk);
         if (n < 0 && (errno == EINTR || errno == EAGAIN)) {

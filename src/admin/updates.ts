@@ -79,6 +79,8 @@ export interface UpdateSummary {
   master: { sequence: number; changed: boolean };
   personal: { sequence: number; changed: boolean; signedBy: string };
   device?: { identifier: string; description: string };
+  /** The devices a batch connect ({@link connectDevicesBatch}) added, in order. */
+  devices?: Array<{ identifier: string; description: string }>;
   applications: Array<{ identifier: string; type: string; sequence: number; change: 'created' | 'updated' | 're-keyed' | 're-signed' }>;
   /** Applications that still need attention (e.g. "needs re-keying"), with the reason. */
   flagged: Array<{ identifier: string; type: string; reason: string }>;
@@ -98,6 +100,7 @@ interface Draft {
   remove?: string[];
   flagged?: UpdateSummary['flagged'];
   device?: UpdateSummary['device'];
+  devices?: UpdateSummary['devices'];
 }
 
 function checkCommon(opts: UpdateOptions): void {
@@ -257,6 +260,7 @@ async function finish(action: UpdateSummary['action'], opts: UpdateOptions, d: D
     master: { sequence: mp.Sequence, changed: d.master !== undefined },
     personal: { sequence: pp.profile.Sequence, changed: d.personal !== undefined, signedBy: pp.kid },
     ...(d.device === undefined ? {} : { device: d.device }),
+    ...(d.devices === undefined ? {} : { devices: d.devices }),
     applications: d.apps.map((a) => {
       const p = applicationOf(a.signed);
       return { identifier: a.identifier, type: p.Type, sequence: p.Sequence, change: a.change };
@@ -306,6 +310,123 @@ export async function connectDevice(opts: UpdateOptions & { admin: Signer }, dev
       extraFiles: [{ path: file, text: profileText(vd.signed) }],
       device: { identifier: dp.Identifier, description: dp.Description },
     });
+  });
+}
+
+/** The outcome of one device of {@link connectDevicesBatch}. */
+export type BatchConnectResult =
+  | { status: 'connected'; identifier: string; description: string }
+  /** Already listed in the account (with `skipConnected`): nothing was changed for it. */
+  | { status: 'already'; identifier: string; description: string }
+  /** Refused: its own checks failed; the other devices of the batch are not affected. */
+  | { status: 'refused'; identifier?: string; error: Error };
+
+/** What {@link connectDevicesBatch} did. */
+export interface BatchConnectSummary {
+  /** One result per input device, in input order. */
+  results: BatchConnectResult[];
+  /** The update (one new Personal Profile listing every connected device); absent when no device was connected. */
+  update?: UpdateSummary;
+}
+
+/**
+ * A batch `admin connect` (a group commit): every device that passes its own checks is connected in ONE new
+ * Personal Profile (one Sequence increment, one signature, one publish), with a `devices/<id>.json` file each — the
+ * same checks, files, history files and publishing as {@link connectDevice}. Each device is checked on its own first
+ * (self-signed Device Profile, valid keys, not revoked, not given twice, newer than the connected version): a device
+ * that fails is `refused` with its error and does not sink the others. With `skipConnected`, a device the account
+ * already lists is reported `already` and left as it is (a resumed enrollment).
+ *
+ * @param opts as {@link connectDevice}, plus `skipConnected`
+ * @param devices the signed Device Profiles (objects or JSON text), at least one
+ * @returns one result per device, in input order, and the update when any device was connected
+ * @throws TypeError for bad arguments; RangeError for an empty `devices`.
+ * @throws ProfileError `ERR_PROFILE_SIGNER_NOT_AUTHORISED` (admin key not in the Master Profile — nothing is
+ *   connected); signer errors (PIN, card removed); PortalError / MeshkitError `ERR_PORTAL_CONFLICT` from publishing;
+ *   `ERR_IO` for the files or lock. These fail the whole batch: nothing was committed.
+ */
+export async function connectDevicesBatch(
+  opts: UpdateOptions & { admin: Signer; skipConnected?: boolean },
+  devices: ReadonlyArray<SignedProfile | string>,
+): Promise<BatchConnectSummary> {
+  checkCommon(opts);
+  const admin = checkSigner(opts.admin, 'opts.admin');
+  if (!Array.isArray(devices)) throw new TypeError('"devices" expected an array of signed Device Profiles');
+  if (devices.length === 0) throw new RangeError('"devices" expected at least one signed Device Profile');
+  if (opts.skipConnected !== undefined && typeof opts.skipConnected !== 'boolean') throw new TypeError('"opts.skipConnected" expected a boolean');
+  const results: Array<BatchConnectResult | undefined> = new Array<BatchConnectResult | undefined>(devices.length).fill(undefined);
+  const checked: Array<{ i: number; signed: SignedProfile; dp: DeviceProfile }> = [];
+  const refuse = (i: number, error: unknown, identifier?: string): void => {
+    const err = error instanceof Error ? error : new Error(String(error));
+    results[i] = identifier === undefined ? { status: 'refused', error: err } : { status: 'refused', identifier, error: err };
+  };
+  // Each device on its own, before the lock: the checks connectDevice makes.
+  for (const [i, device] of devices.entries()) {
+    try {
+      if (typeof device !== 'string' && (typeof device !== 'object' || device === null)) throw new TypeError(`"devices[${i}]" expected a signed Device Profile`);
+      const vd = await verifyProfile(device);
+      if (vd.type !== 'DeviceProfile') throw new ProfileError(ErrorCode.PROFILE_MISMATCH, `expected a Device Profile, got a ${vd.type}`);
+      const dp = vd.profile as DeviceProfile;
+      for (const k of [dp.DeviceSignatureKey, dp.DeviceEncryptionKey, dp.DeviceAuthenticationKey]) if (k !== undefined) publicKeyFromJwk(k.PublicParameters);
+      checked.push({ i, signed: vd.signed, dp });
+    } catch (e) {
+      refuse(i, e);
+    }
+  }
+  const done = (update?: UpdateSummary): BatchConnectSummary => ({
+    results: results.map((r) => r ?? { status: 'refused', error: new Error('internal: no result') }),
+    ...(update === undefined ? {} : { update }),
+  });
+  if (checked.length === 0) return done();
+  return withAccountLock(opts.dir, async () => {
+    const account = await loadAccount(opts.dir);
+    requireAdmin(account, admin);
+    const listed = devicesOf(account.personalProfile);
+    const accepted: typeof checked = [];
+    const seen = new Set<string>();
+    for (const c of checked) {
+      const { dp } = c;
+      if (account.index.Revoked[dp.Identifier] !== undefined) {
+        refuse(c.i, new ProfileError(ErrorCode.PROFILE_MISMATCH,
+          `device ${dp.Identifier} was revoked (${account.index.Revoked[dp.Identifier]?.Reason}); a revoked device is not connected again`), dp.Identifier);
+        continue;
+      }
+      if (seen.has(dp.Identifier)) {
+        refuse(c.i, new ProfileError(ErrorCode.PROFILE_MALFORMED, `devices[${c.i}]: device ${dp.Identifier} is given twice in this batch`), dp.Identifier);
+        continue;
+      }
+      const current = listed.get(dp.Identifier);
+      if (opts.skipConnected === true && account.index.Devices[dp.Identifier] !== undefined) {
+        seen.add(dp.Identifier);
+        results[c.i] = { status: 'already', identifier: dp.Identifier, description: dp.Description };
+        continue;
+      }
+      if (current !== undefined && current.Sequence >= dp.Sequence) {
+        refuse(c.i, new ProfileError(ErrorCode.PROFILE_SUPERSEDED,
+          `device ${dp.Identifier} is already connected with Sequence ${current.Sequence} ≥ ${dp.Sequence}`), dp.Identifier);
+        continue;
+      }
+      seen.add(dp.Identifier);
+      accepted.push(c);
+    }
+    if (accepted.length === 0) return done();
+    const next = connectDevices(account.personalProfile, accepted.map((c) => c.signed), opts.now);
+    const personal = await signProfile(ProfileType.Personal, next, admin);
+    const index = cloneIndex(account.index);
+    const extraFiles: Array<{ path: string; text: string }> = [];
+    const added: NonNullable<UpdateSummary['devices']> = [];
+    for (const { signed, dp } of accepted) {
+      const file = `devices/${dp.Identifier}.json`;
+      index.Devices[dp.Identifier] = { File: file, Description: dp.Description, Connected: next.Updated };
+      extraFiles.push({ path: file, text: profileText(signed) });
+      added.push({ identifier: dp.Identifier, description: dp.Description });
+    }
+    const update = await finish('connect', opts, {
+      account, personal, apps: [], index, extraFiles, devices: added,
+      ...(added.length === 1 ? { device: added[0] as { identifier: string; description: string } } : {}),
+    });
+    for (const { i, dp } of accepted) results[i] = { status: 'connected', identifier: dp.Identifier, description: dp.Description };
+    return done(update);
   });
 }
 

@@ -180,18 +180,29 @@ async function main(): Promise<void> {
   const log = (s: string): void => { if (!json) process.stderr.write(s + '\n'); };
   log('meshkit bench — ratios are baseline time / meshkit time, measured in this run (higher is better, 1.0 = baseline speed)');
   log(`node ${process.version}, ${process.arch}${(globalThis as { gc?: unknown }).gc ? ', --expose-gc' : ''}`);
-  figures.push(await benchUdf());
-  figures.push(...(await benchProfileVerification(devices)));
-  figures.push(await benchShamir());
-  const pkcs11 = await benchPkcs11();
-  if (pkcs11.skipped !== undefined) log(pkcs11.skipped);
-  figures.push(...pkcs11.figures);
-  const portal = await benchPortal();
-  for (const reason of portal.skipped) log(reason);
-  figures.push(...portal.figures);
-  const provisioning = await benchProvisioning({ log });
-  if (provisioning.skipped !== undefined) log(provisioning.skipped);
-  figures.push(...provisioning.figures);
+  // MESHKIT_BENCH_ONLY=name[,name…] runs only those sections (udf, verify, shamir, pkcs11, portal, provisioning).
+  const only = (process.env['MESHKIT_BENCH_ONLY'] ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const sections = ['udf', 'verify', 'shamir', 'pkcs11', 'portal', 'provisioning'];
+  for (const s of only) if (!sections.includes(s)) throw new RangeError(`MESHKIT_BENCH_ONLY: unknown section ${s} (one of ${sections.join(', ')})`);
+  const runs = (section: string): boolean => only.length === 0 || only.includes(section);
+  if (runs('udf')) figures.push(await benchUdf());
+  if (runs('verify')) figures.push(...(await benchProfileVerification(devices)));
+  if (runs('shamir')) figures.push(await benchShamir());
+  if (runs('pkcs11')) {
+    const pkcs11 = await benchPkcs11();
+    if (pkcs11.skipped !== undefined) log(pkcs11.skipped);
+    figures.push(...pkcs11.figures);
+  }
+  if (runs('portal')) {
+    const portal = await benchPortal();
+    for (const reason of portal.skipped) log(reason);
+    figures.push(...portal.figures);
+  }
+  if (runs('provisioning')) {
+    const provisioning = await benchProvisioning({ log });
+    if (provisioning.skipped !== undefined) log(provisioning.skipped);
+    figures.push(...provisioning.figures);
+  }
   if (json) {
     process.stdout.write(JSON.stringify({ node: process.version, figures }, null, 2) + '\n');
     return;

@@ -28,7 +28,7 @@ import { shake256 } from '@noble/hashes/sha3.js';
 import { abytes, bigIntToBytesLE, bytesToBigIntLE, concatBytes, describe, utf8, wipe } from './bytes.js';
 import { ErrorCode, KeyError } from './errors.js';
 import { LOW_ORDER_U, publicKeyFromRaw } from './keys.js';
-import { invert, mod, P25519, P448, powMod } from './field.js';
+import { invert, mod, P25519, P448, pow25519Pm5d8, powMod } from './field.js';
 
 /** Curves that co-generation supports. */
 export type CogenCurve = 'Ed25519' | 'Ed448' | 'X25519' | 'X448';
@@ -80,7 +80,7 @@ const X25519_PARAMS: MontParams = {
   Bv: 14781619447589544791020593568409986887264606134616475288964881837755586237401n,
   sqrt(a) {
     const p = P25519;
-    const x = powMod(a, (p + 3n) / 8n, p);
+    const x = (mod(a, p) * pow25519Pm5d8(a)) % p; // a^((p + 3) / 8), by an addition chain
     const x2 = (x * x) % p;
     if (x2 === mod(a, p)) return x;
     if (x2 === mod(-a, p)) return (x * SQRT_M1_25519) % p;
@@ -181,8 +181,43 @@ function ladder(c: MontParams, k: bigint, u: bigint): LadderResult {
   return { x2, z2, x3, z3 };
 }
 
-/** k·B as an affine point (u, v), with v recovered by the Okeya–Sakurai formula. */
+/**
+ * √(−486664) mod p with the sign that makes the birational map of RFC 7748 §4.1, (u, v) = ((1 + y)/(1 − y),
+ * √(−486664)·u/x), take the edwards25519 base point to the curve25519 one (u = 9, v = Bv): the map is then a group
+ * isomorphism that takes k·B (Edwards) to k·B (Montgomery) for every k.
+ */
+const SQRT_NEG_486664 = ((): bigint => {
+  const p = P25519;
+  const root = X25519_PARAMS.sqrt(mod(-486664n, p));
+  if (root === undefined) throw new Error('internal: −486664 has no square root mod p');
+  const { x, y } = ed25519.Point.BASE.toAffine();
+  const inv = invert((1n - y) * x, p);
+  if (mod((1n + y) * x * inv, p) !== X25519_PARAMS.Bu) throw new Error('internal: the birational map does not take B to B');
+  return mod(root * (1n + y) * inv, p) === X25519_PARAMS.Bv ? root : mod(-root, p);
+})();
+
+/**
+ * k·B on curve25519 through edwards25519: noble's base-point multiplication (precomputed tables) and the birational
+ * map — the same point as the ladder and the Okeya–Sakurai recovery give, far cheaper. 0 < k < L.
+ */
+function x25519MulBase(k: bigint): Affine {
+  const p = P25519;
+  const { x, y } = ed25519.Point.BASE.multiply(k).toAffine();
+  // k·B has prime order L, so x ≠ 0 and y ≠ 1: one inversion gives both 1/(1 − y) and 1/x.
+  const inv = invert((1n - y) * x, p);
+  const u = mod((1n + y) * x * inv, p);
+  const v = mod(SQRT_NEG_486664 * (1n + y) * inv, p);
+  return { u, v };
+}
+
+/** k·B as an affine point (u, v), with v recovered by the Okeya–Sakurai formula (X25519: through edwards25519). */
 function montMulBase(c: MontParams, k: bigint): Affine {
+  if (c.name === 'X25519') return x25519MulBase(k);
+  return montMulBaseLadder(c, k);
+}
+
+/** k·B by the ladder and the Okeya–Sakurai formula (any Montgomery curve here; X448 uses it). */
+function montMulBaseLadder(c: MontParams, k: bigint): Affine {
   const { p, A, Bu, Bv } = c;
   const r = ladder(c, k, Bu);
   if (r.z2 === 0n) throw new RangeError('"scalar" is 0 modulo the group order');
@@ -273,6 +308,30 @@ export function combinePublicKeys(curve: CogenCurve, a: Uint8Array, b: Uint8Arra
 }
 
 /**
+ * `a` + scalar·B: {@link combinePublicKeys}(curve, a, {@link publicKeyFromScalar}(curve, scalar, extended for X25519 /
+ * X448)) without encoding and decoding scalar·B again (the host's side of co-generation: base key ⊕ contribution).
+ * Same encodings, checks and result as that composition.
+ * @throws TypeError / RangeError for a wrong curve, type or length, or a scalar ≡ 0 mod L; KeyError (ERR_KEY_INVALID)
+ *   for an `a` that is not a valid point or a sum at the identity / point at infinity.
+ */
+export function combineWithScalar(curve: CogenCurve, a: Uint8Array, scalar: bigint): Uint8Array {
+  const c = acogen(curve);
+  const k = reducedNonZero(c, scalar, 'scalar');
+  if (c === 'Ed25519' || c === 'Ed448') {
+    abytes(a, 'a', c === 'Ed25519' ? 32 : 57);
+    const A = edPoint(c).fromBytes(publicKeyFromRaw(c, a).raw, false);
+    const sum = A.add(edPoint(c).BASE.multiply(k));
+    if (sum.is0()) throw keyError(`${c} composite public key is the identity`);
+    return sum.toBytes();
+  }
+  const params = MONT[c];
+  const P1 = decodeExtended(params, a, 'a');
+  const sum = montAdd(params, P1, montMulBase(params, k));
+  if (sum === undefined) throw keyError(`${c} composite public key is the point at infinity`);
+  return encodeExtended(params, sum);
+}
+
+/**
  * The secret scalar of a seed / private key (not reduced mod L):
  * Ed25519: SHA-512(32-byte seed)[0..32] clamped (RFC 8032 §5.1.5);
  * Ed448: SHAKE256(seed, 114)[0..57] clamped (RFC 8032 §5.2.5) — 57-byte RFC seeds and the 56-byte
@@ -344,6 +403,7 @@ export function publicKeyFromScalar(curve: CogenCurve, scalar: bigint, opts?: { 
   }
   const params = MONT[c];
   if (opts?.extended === true) return encodeExtended(params, montMulBase(params, k));
+  if (c === 'X25519') return bigIntToBytesLE(x25519MulBase(k).u, params.len);
   const r = ladder(params, k, params.Bu);
   return bigIntToBytesLE(mod(r.x2 * invert(r.z2, params.p), params.p), params.len);
 }

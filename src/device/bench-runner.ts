@@ -14,8 +14,13 @@
  * back (serial: the path exists again; HID: the HID listing shows the device again — the same path, or, when the
  * device has a USB serial number, the same VID/PID/serial number at another hidraw path) and runs the enrollment again — the journal makes the device resume (every step is idempotent) — up to
  * `retries` more times. Anything else (wrong model, a bench key the device does not pin, a composite mismatch, a
- * device the account refuses) fails the device at once with the reason. Personal Profile updates are serialised
- * (one `connectDevice` at a time; it takes the account lock itself).
+ * device the account refuses) fails the device at once with the reason. Personal Profile updates run one at a time
+ * (`connectDevicesBatch`, which takes the account lock itself); with `groupCommit` they are a group commit
+ * ({@link GroupCommit}): the devices that reach `connect` while an update runs are connected together in the next
+ * one — one Personal Profile version, one signature, one publish for them all — each with its own outcome (a device
+ * the account refuses fails alone).
+ * Record appends are grouped the same way (one log write + fsync and one head signature per group; each Device
+ * Profile file still written and fsynced on its own; nobody returns before its record is on disk).
  */
 import { existsSync } from 'node:fs';
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
@@ -28,7 +33,7 @@ import { keyId } from '../core/keys.js';
 import { ProfileType, readProfile, verifyProfile, type SignedProfile } from '../core/profiles.js';
 import type { PublicJwk, Signer } from '../core/signer.js';
 import { loadAccount, verifyAccount } from '../admin/account.js';
-import { connectDevice } from '../admin/updates.js';
+import { connectDevicesBatch } from '../admin/updates.js';
 import { countingTransport, enrollDevice, EnrollmentError, fileJournal, verifyRecord, type EnrollmentPlan, type EnrollmentResult, type EnrollStep, type StepEvent } from './enroll.js';
 import type { DeviceDescriptor, UsbId } from './descriptors.js';
 import { DeviceSession, DeviceTimeoutError, hidCodec, type DeviceSessionOptions, type SessionCodec } from './session.js';
@@ -164,6 +169,12 @@ export interface BenchRunOptions {
    * {@link HidTransport.open} over `hidBackend`.
    */
   readonly openTransport?: (port: string) => Promise<Transport>;
+  /**
+   * Connect the devices that reach `connect` while a Personal Profile update runs together, in the next update (one
+   * new Personal Profile for all of them: one Sequence, one signature, one publish; each device still gets its own
+   * outcome). Default false: one update per device, one at a time.
+   */
+  readonly groupCommit?: boolean;
   /** Progress events. */
   readonly onEvent?: (event: BenchEvent) => void;
   /** Clock (default: now). */
@@ -181,6 +192,66 @@ class Mutex {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A group commit: `submit` queues an item; one `commit` runs at a time over EVERY item queued meanwhile, and each
+ * submitter gets its own outcome (`commit` returns one per item, in order: an Error rejects that submitter only; a
+ * throw from `commit` rejects the whole group). An idle group commit starts on the next turn of the event loop
+ * (setImmediate: items submitted by the I/O callbacks of the same turn join it, no timer waits for company); items
+ * that arrive while a commit runs form the next group.
+ */
+export class GroupCommit<T, R> {
+  #queue: Array<{ item: T; resolve: (r: R) => void; reject: (e: unknown) => void }> = [];
+  #running = false;
+  /** Groups committed so far, and their sizes (for tests and the summary). */
+  readonly groups: number[] = [];
+  /**
+   * @param commit commits a group (`more()` takes in the items queued since, e.g. while it waits for a lock)
+   * @param maxGroup the largest group (1: one item at a time, in order — a plain mutex)
+   */
+  constructor(private readonly commit: (items: T[], more: () => T[]) => Promise<Array<R | Error>>, private readonly maxGroup = Infinity) {
+    if (typeof commit !== 'function') throw new TypeError('"commit" expected a function');
+    if (maxGroup !== Infinity) aint(maxGroup, 'maxGroup', 1, Number.MAX_SAFE_INTEGER);
+  }
+
+  submit(item: T): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      this.#queue.push({ item, resolve, reject });
+      if (!this.#running) {
+        this.#running = true;
+        setImmediate(() => void this.#drain());
+      }
+    });
+  }
+
+  async #drain(): Promise<void> {
+    try {
+      while (this.#queue.length > 0) {
+        const group = this.#queue.splice(0, this.maxGroup);
+        // `more()` lets a commit that has to wait (a lock) take in the items that arrived meanwhile.
+        const more = (): T[] => {
+          const late = this.#queue.splice(0, Math.max(0, this.maxGroup - group.length));
+          group.push(...late);
+          return late.map((w) => w.item);
+        };
+        try {
+          const out = await this.commit(group.map((w) => w.item), more);
+          this.groups.push(group.length);
+          for (const [i, w] of group.entries()) {
+            const r = out[i];
+            if (i >= out.length) w.reject(new Error('internal: the group commit returned no outcome'));
+            else if (r instanceof Error) w.reject(r);
+            else w.resolve(r as R);
+          }
+        } catch (e) {
+          for (const w of group) w.reject(e);
+        }
+      }
+    } finally {
+      this.#running = false;
+    }
+  }
+}
 
 function chain(e: unknown): unknown[] {
   const out: unknown[] = [];
@@ -241,8 +312,10 @@ export function rawEd25519(signer: Pick<Signer, 'publicJwk'>): Uint8Array {
   return fromB64u(signer.publicJwk.x, 'publicJwk.x');
 }
 
+let tmpCounter = 0;
+
 async function writeAtomic(path: string, text: string): Promise<void> {
-  const tmp = `${path}.${process.pid}.tmp`;
+  const tmp = `${path}.${process.pid}.${++tmpCounter}.tmp`;
   const fh = await open(tmp, 'w', 0o644);
   try {
     await fh.writeFile(text);
@@ -342,34 +415,62 @@ class RecordLog {
     return found;
   }
 
-  /** Stores the profile, appends the record line (fsync), signs the head. */
+  /**
+   * Stores the profile, appends the record line (fsync), signs the head. A group commit: records that arrive while
+   * an append runs are appended together in the next one — each profile file still written and fsynced on its own,
+   * the lines in one write + one fsync, one head signature — and each caller returns only once its line is on disk.
+   */
   append(result: EnrollmentResult): Promise<{ entry: LogEntry; existing: boolean }> {
-    return this.#mutex.run(async () => {
-      const existing = this.find(result.serial, result.deviceId);
-      if (existing !== undefined) return { entry: existing, existing: true };
-      const profileText = typeof result.deviceProfile === 'string' ? result.deviceProfile : `${JSON.stringify(result.deviceProfile, null, 2)}\n`;
-      await mkdir(join(this.out, BenchFiles.devices), { recursive: true });
-      await writeAtomic(join(this.out, BenchFiles.devices, `${result.deviceId}.json`), profileText);
-      const before = this.#log.lines();
-      const entry = this.#log.append(RECORD_TYPE, result.record as unknown as Record<string, unknown>, this.now());
-      const line = this.#log.lines().at(-1) as string;
-      const path = join(this.out, BenchFiles.records);
-      try {
-        const fh = await open(path, 'a', 0o644);
-        try {
-          await fh.writeFile(`${line}\n`);
-          await fh.sync();
-        } finally {
-          await fh.close();
-        }
-      } catch (e) {
-        this.#log = HashLog.fromLines(before);
-        throw ioError(`cannot append to ${path}`, e);
-      }
-      await this.signHead();
-      return { entry, existing: false };
-    });
+    return this.#appends.submit(result);
   }
+
+  readonly #appends = new GroupCommit<EnrollmentResult, { entry: LogEntry; existing: boolean }>((results) => this.#mutex.run(async () => {
+    const before = this.#log.lines();
+    const now = this.now();
+    // The profiles first (each written and fsynced on its own, all at once), then the log lines in input order.
+    const existing = results.map((r) => this.find(r.serial, r.deviceId));
+    const dir = join(this.out, BenchFiles.devices);
+    if (existing.some((e) => e === undefined)) await mkdir(dir, { recursive: true }).catch(() => undefined);
+    const stored = await Promise.all(results.map(async (result, i): Promise<Error | undefined> => {
+      if (existing[i] !== undefined) return undefined;
+      try {
+        const profileText = typeof result.deviceProfile === 'string' ? result.deviceProfile : `${JSON.stringify(result.deviceProfile, null, 2)}\n`;
+        await writeAtomic(join(dir, `${result.deviceId}.json`), profileText);
+        return undefined;
+      } catch (e) {
+        return e instanceof MeshkitError ? e : ioError(`cannot store the Device Profile of ${result.serial}`, e);
+      }
+    }));
+    let fresh = 0;
+    const out = results.map((result, i): { entry: LogEntry; existing: boolean } | Error => {
+      const found = existing[i];
+      if (found !== undefined) return { entry: found, existing: true };
+      const failed = stored[i];
+      if (failed !== undefined) return failed;
+      // the same serial and device twice in one group: recorded once
+      const again = this.find(result.serial, result.deviceId);
+      if (again !== undefined) return { entry: again, existing: true };
+      fresh++;
+      return { entry: this.#log.append(RECORD_TYPE, result.record as unknown as Record<string, unknown>, now), existing: false };
+    });
+    if (fresh === 0) return out;
+    const lines = this.#log.lines().slice(before.length);
+    const path = join(this.out, BenchFiles.records);
+    try {
+      const fh = await open(path, 'a', 0o644);
+      try {
+        await fh.writeFile(lines.map((l) => `${l}\n`).join(''));
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    } catch (e) {
+      this.#log = HashLog.fromLines(before);
+      throw ioError(`cannot append to ${path}`, e);
+    }
+    await this.signHead();
+    return out;
+  }));
 
   async signHead(): Promise<void> {
     const jws = await signLogHead(this.#log.head, this.bench, this.now());
@@ -541,6 +642,9 @@ export async function runBench(options: BenchRunOptions): Promise<BenchSummary> 
   const retries = aint(options.retries ?? DEFAULT_BENCH_RETRIES, 'retries', 0, 100);
   const replugTimeoutMs = aint(options.replugTimeoutMs ?? DEFAULT_REPLUG_TIMEOUT_MS, 'replugTimeoutMs', 0, 86_400_000);
   const baudRate = aint(options.baudRate ?? 115200, 'baudRate', 1, 16_000_000);
+  if (options.groupCommit !== undefined && typeof options.groupCommit !== 'boolean') {
+    throw new TypeError(`"groupCommit" expected a boolean, got ${describe(options.groupCommit)}`);
+  }
   const now = options.now ?? (() => new Date());
   const emit = (e: BenchEvent): void => {
     try {
@@ -585,7 +689,27 @@ export async function runBench(options: BenchRunOptions): Promise<BenchSummary> 
     const records = await RecordLog.open(out, options.bench, now);
     if (!existsSync(join(out, BenchFiles.head))) await records.signHead();
     const journal = fileJournal(join(out, BenchFiles.journal));
-    const accountMutex = new Mutex();
+    // Personal Profile updates as a group commit (groupCommit): devices that reach `connect` while an update runs (or
+    // waits for the account lock) are connected together in the next one — one Sequence, one signature, one publish —
+    // and each gets its own outcome (a device the account refuses does not sink the others). Without it: one device
+    // per update, one at a time.
+    const connects = new GroupCommit<SignedProfile, void>(async (first, more) => {
+      const items = [...first];
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const { results } = await connectDevicesBatch({ dir: options.account, admin: options.admin, skipConnected: true }, items);
+          return results.map((r) => (r.status === 'refused' ? r.error : undefined));
+        } catch (e) {
+          // connectDevicesBatch takes the account lock itself; another process holding it is waited for, briefly.
+          if (attempt < 50 && e instanceof MeshkitError && e.code === ErrorCode.IO && e.message.includes('is locked by another')) {
+            await sleep(200);
+            items.push(...more());
+            continue;
+          }
+          throw e;
+        }
+      }
+    }, options.groupCommit === true ? Infinity : 1);
     const plan: EnrollmentPlan = {
       bench: options.bench,
       admin: options.admin,
@@ -593,22 +717,9 @@ export async function runBench(options: BenchRunOptions): Promise<BenchSummary> 
       config: options.config,
       ...(options.models === undefined ? {} : { models: options.models }),
       ...(options.timeouts === undefined ? {} : { timeouts: options.timeouts }),
-      connect: (device: SignedProfile) => accountMutex.run(async () => {
-        // connectDevice takes the account lock itself; another process holding it is waited for, briefly.
-        for (let attempt = 0; ; attempt++) {
-          try {
-            await connectDevice({ dir: options.account, admin: options.admin }, device);
-            return;
-          } catch (e) {
-            if (attempt < 50 && e instanceof MeshkitError && e.code === ErrorCode.IO && e.message.includes('is locked by another')) {
-              await sleep(200);
-              continue;
-            }
-            throw e;
-          }
-        }
-      }),
-      isConnected: async (deviceId: string) => (await loadAccount(options.account)).index.Devices[deviceId] !== undefined,
+      // A device the account already lists (a resumed enrollment) is skipped inside the group commit
+      // (skipConnected), under the account lock: no separate isConnected look-up per device.
+      connect: (device: SignedProfile) => connects.submit(device),
       now,
     };
 

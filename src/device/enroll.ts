@@ -26,7 +26,7 @@ import { createHash, randomBytes, verify } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { aint, astring, b64u, bigIntToBytesLE, bytesToBigIntLE, concatBytes, equalBytes, fromB64u, fromUtf8, utf8, wipe } from '../core/bytes.js';
-import { combinePublicKeys, GROUP_ORDER, publicKeyFromScalar } from '../core/cogen.js';
+import { combineWithScalar, GROUP_ORDER } from '../core/cogen.js';
 import { DeviceError, ErrorCode } from '../core/errors.js';
 import { keyId, publicKeyFromRaw, publicKeyObject } from '../core/keys.js';
 import { verifyProfile, type DeviceProfile, type MasterProfile, type SignedProfile } from '../core/profiles.js';
@@ -372,6 +372,7 @@ function validEntry(v: unknown, serial: string): v is JournalEntry {
 export function fileJournal(dir: string): EnrollJournal {
   astring(dir, 'dir');
   if (dir.length === 0) throw new TypeError('"dir" expected a non-empty path');
+  let made = false; // the directory exists (made once per journal object, not once per save)
   return {
     async load(serial) {
       const file = join(dir, journalFileName(serial));
@@ -394,14 +395,26 @@ export function fileJournal(dir: string): EnrollJournal {
     async save(serial, entry) {
       const file = join(dir, journalFileName(serial));
       if (!validEntry(entry, serial)) throw new TypeError('"entry" expected a journal entry for this serial');
-      await mkdir(dir, { recursive: true });
-      const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
-      try {
-        await writeFile(tmp, `${JSON.stringify(entry, null, 1)}\n`, { encoding: 'utf8', flush: true });
-        await rename(tmp, file);
-      } catch (e) {
-        await rm(tmp, { force: true });
-        throw e;
+      const text = `${JSON.stringify(entry, null, 1)}\n`;
+      for (let attempt = 0; ; attempt++) {
+        if (!made) {
+          await mkdir(dir, { recursive: true });
+          made = true;
+        }
+        const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+        try {
+          await writeFile(tmp, text, { encoding: 'utf8', flush: true });
+          await rename(tmp, file);
+          return;
+        } catch (e) {
+          await rm(tmp, { force: true });
+          // The directory was removed since it was made: make it again and write once more.
+          if ((e as NodeJS.ErrnoException).code === 'ENOENT' && attempt === 0) {
+            made = false;
+            continue;
+          }
+          throw e;
+        }
       }
     },
     async remove(serial) {
@@ -779,9 +792,10 @@ class Enrollment {
         let plaintext: Uint8Array | undefined;
         try {
           expected = {
-            sig: combinePublicKeys('Ed25519', base.keys.sig, publicKeyFromScalar('Ed25519', c[0])),
-            enc: combinePublicKeys('X25519', base.keys.enc, publicKeyFromScalar('X25519', c[1], { extended: true })),
-            auth: combinePublicKeys('X25519', base.keys.auth, publicKeyFromScalar('X25519', c[2], { extended: true })),
+            // base ⊕ contribution·B (= combinePublicKeys(base, publicKeyFromScalar(c)), without re-decoding c·B)
+            sig: combineWithScalar('Ed25519', base.keys.sig, c[0]),
+            enc: combineWithScalar('X25519', base.keys.enc, c[1]),
+            auth: combineWithScalar('X25519', base.keys.auth, c[2]),
           };
           plaintext = encodeCbor(new Map<number, Uint8Array>([
             [1, cBytes[0] as Uint8Array], [2, cBytes[1] as Uint8Array], [3, cBytes[2] as Uint8Array],

@@ -12,11 +12,12 @@ import { ErrorCode } from '../../src/core/errors.js';
 import { decryptJwe } from '../../src/core/jose.js';
 import { ProfileType, readProfile, signProfile, supersede, verifyProfile, type ApplicationProfile, type PersonalProfile } from '../../src/core/profiles.js';
 import { InjectedCrash, loadAccount, snapshotAccount, verifyAccount } from '../../src/admin/account.js';
-import { addAdmin, connectDevice, createApplication, revokeDevice, rotateAdmin, updateApplication } from '../../src/admin/updates.js';
+import { addAdmin, connectDevice, connectDevicesBatch, createApplication, revokeDevice, rotateAdmin, updateApplication } from '../../src/admin/updates.js';
+import type { PortalClient } from '../../src/portal/client.js';
 import { softhsmMissing } from '../helpers/softhsm.js';
 import { makeAccountFixture, type AccountFixture, type FixtureDevice, type OpenKey } from '../helpers/account.js';
 import type { Signer } from '../../src/core/signer.js';
-import { testDecrypter, testKey } from '../helpers/software-signer.js';
+import { testDecrypter, testKey, testSigner } from '../helpers/software-signer.js';
 
 const appOf = (s: unknown): ApplicationProfile => readProfile(s, ProfileType.Application).profile;
 
@@ -216,5 +217,111 @@ describe.skipIf(softhsmMissing)('admin updates on SoftHSM', () => {
     await expect(connectDevice({ dir: '', admin: admin.key }, d1.signed)).rejects.toThrow(TypeError);
     await expect(revokeDevice({ dir: a.dir, admin: admin.key }, d2.identifier, { reason: 'bored' as 'lost' })).rejects.toThrow(RangeError);
     await expect(createApplication({ dir: a.dir, admin: {} as Signer }, { type: 'x' })).rejects.toThrow(TypeError);
+  });
+});
+
+describe.skipIf(softhsmMissing)('batch connect (group commit) on SoftHSM', () => {
+  let a: AccountFixture;
+  let admin: OpenKey<Signer>;
+  let d: FixtureDevice[];
+
+  beforeAll(async () => {
+    a = await makeAccountFixture();
+    admin = await a.openAdmin();
+    d = [];
+    for (const name of ['b-phone', 'b-laptop', 'b-sensor', 'b-watch', 'b-revoked']) d.push(await a.makeDevice(name));
+  }, 120_000);
+  afterAll(async () => a?.cleanup());
+
+  const personalSequence = async (): Promise<number> => (await loadAccount(a.dir)).personalProfile.Sequence;
+
+  it('connects two devices in ONE Personal Profile update: one Sequence, one history file, a file per device, the chain verifies', async () => {
+    const [d0, d1] = [d[0]!, d[1]!];
+    const before = await personalSequence();
+    // A recording portal client (the portal itself is tested in test/portal): publishes are counted, not sent.
+    const published: Array<{ account: string; type: string; sequence: number; devices: number }> = [];
+    const client = {
+      publish: async (account: string, signed: unknown) => {
+        const { type, profile } = readProfile(signed);
+        published.push({ account, type, sequence: (profile as { Sequence: number }).Sequence, devices: (profile as PersonalProfile).Devices?.length ?? 0 });
+        return { LogIndex: published.length };
+      },
+    } as unknown as PortalClient;
+    const r = await connectDevicesBatch({ dir: a.dir, admin: admin.key, portal: { client, account: 'bench@example.com' } }, [d0.signed, JSON.stringify(d1.signed)]);
+    expect(r.results.map((x) => x.status)).toEqual(['connected', 'connected']);
+    expect(r.results.map((x) => (x as { identifier: string }).identifier)).toEqual([d0.identifier, d1.identifier]);
+    expect(r.update?.personal).toMatchObject({ sequence: before + 1, changed: true, signedBy: admin.key.keyId });
+    expect(r.update?.devices?.map((x) => x.identifier)).toEqual([d0.identifier, d1.identifier]);
+    expect(r.update?.device).toBeUndefined();
+    expect(await personalSequence()).toBe(before + 1);
+    // one publish: the one new Personal Profile, listing both devices
+    expect(published).toEqual([{ account: 'bench@example.com', type: ProfileType.Personal, sequence: before + 1, devices: 2 }]);
+    expect(r.update?.published).toEqual([{ type: ProfileType.Personal, identifier: expect.any(String), sequence: before + 1, logIndex: 1 }]);
+    const acc = await loadAccount(a.dir);
+    await verifyAccount(acc);
+    const vp = await verifyProfile(acc.personal, { master: await verifyProfile(acc.master) });
+    expect(vp.devices?.map((x) => x.identifier).sort()).toEqual([d0.identifier, d1.identifier].sort());
+    for (const x of [d0, d1]) {
+      expect(JSON.parse(readFileSync(join(a.dir, `devices/${x.identifier}.json`), 'utf8'))).toEqual(x.signed);
+      expect(acc.index.Devices[x.identifier]).toMatchObject({ File: `devices/${x.identifier}.json`, Description: x.description });
+    }
+    const hist = join(a.dir, `history/PersonalProfile-${acc.index.Identifier.replace(/-/g, '').slice(0, 20)}-${before + 1}.json`);
+    expect(readProfile(JSON.parse(readFileSync(hist, 'utf8'))).profile.Sequence).toBe(before + 1);
+    expect(r.update?.files).toEqual(expect.arrayContaining([`devices/${d0.identifier}.json`, `devices/${d1.identifier}.json`, 'account.json']));
+  });
+
+  it('a bad device is refused with its own error while the others are connected in the same update', async () => {
+    const [d2, d3] = [d[2]!, d[3]!];
+    const before = await personalSequence();
+    const forged = structuredClone(d2.signed);
+    forged.payload = forged.payload.slice(0, -4) + (forged.payload.endsWith('AAAA') ? 'BBBB' : 'AAAA');
+    const r = await connectDevicesBatch({ dir: a.dir, admin: admin.key, portal: false }, [forged, d3.signed, d[0]!.signed, d3.signed]);
+    expect(r.results.map((x) => x.status)).toEqual(['refused', 'connected', 'refused', 'refused']);
+    expect((r.results[0] as unknown as { error: { code: string } }).error.code).toMatch(/ERR_PROFILE_(SIGNATURE|MALFORMED)|ERR_JSON_INVALID/);
+    // d0 is already connected with the same Sequence: superseded; d3 given twice: the second is refused
+    expect((r.results[2] as unknown as { error: { code: string } }).error.code).toBe(ErrorCode.PROFILE_SUPERSEDED);
+    expect((r.results[3] as unknown as { error: { code: string } }).error.code).toBe(ErrorCode.PROFILE_MALFORMED);
+    expect(r.update?.personal.sequence).toBe(before + 1);
+    const acc = await loadAccount(a.dir);
+    expect(acc.index.Devices[d3.identifier]).toBeDefined();
+    expect(acc.index.Devices[d2.identifier]).toBeUndefined();
+    expect(acc.personalProfile.Devices).toHaveLength(3);
+  });
+
+  it('skipConnected reports devices already listed as "already" without a new version; all refused or already: nothing written', async () => {
+    const before = await snapshotAccount(a.dir);
+    const seq = await personalSequence();
+    const r = await connectDevicesBatch({ dir: a.dir, admin: admin.key, portal: false, skipConnected: true }, [d[0]!.signed, d[3]!.signed]);
+    expect(r.results.map((x) => x.status)).toEqual(['already', 'already']);
+    expect(r.update).toBeUndefined();
+    expect(await personalSequence()).toBe(seq);
+    expect(await snapshotAccount(a.dir)).toEqual(before);
+  });
+
+  it('a revoked device is refused in a batch; the rest of the batch still connects', async () => {
+    const victim = d[4]!;
+    await connectDevice({ dir: a.dir, admin: admin.key }, victim.signed);
+    await revokeDevice({ dir: a.dir, admin: admin.key }, victim.identifier, { reason: 'retired' });
+    const fresh = await a.makeDevice('b-late');
+    const r = await connectDevicesBatch({ dir: a.dir, admin: admin.key, portal: false }, [victim.signed, fresh.signed]);
+    expect(r.results.map((x) => x.status)).toEqual(['refused', 'connected']);
+    expect((r.results[0] as unknown as { error: { code: string; message: string } }).error).toMatchObject({ code: ErrorCode.PROFILE_MISMATCH, message: expect.stringContaining('revoked') });
+  });
+
+  it('an admin key the Master Profile does not list fails the whole batch before anything is written', async () => {
+    const before = await snapshotAccount(a.dir);
+    const stranger = testKey('Ed25519');
+    const other = await a.makeDevice('b-other');
+    await expect(connectDevicesBatch({ dir: a.dir, admin: testSigner(stranger), portal: false }, [other.signed])).rejects.toMatchObject({ code: ErrorCode.PROFILE_UNAUTHORISED });
+    expect(await snapshotAccount(a.dir)).toEqual(before);
+  });
+
+  it('checks arguments', async () => {
+    await expect(connectDevicesBatch({ dir: a.dir, admin: admin.key }, [])).rejects.toThrow(RangeError);
+    await expect(connectDevicesBatch({ dir: a.dir, admin: admin.key }, 'x' as never)).rejects.toThrow(TypeError);
+    await expect(connectDevicesBatch({ dir: a.dir, admin: {} as never }, [d[0]!.signed])).rejects.toThrow(TypeError);
+    await expect(connectDevicesBatch({ dir: a.dir, admin: admin.key, skipConnected: 1 as never }, [d[0]!.signed])).rejects.toThrow(TypeError);
+    const r = await connectDevicesBatch({ dir: a.dir, admin: admin.key, portal: false }, [null as never]);
+    expect(r.results[0]).toMatchObject({ status: 'refused', error: expect.any(TypeError) });
   });
 });

@@ -13,10 +13,10 @@ import { EventEmitter } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadAccount } from '../../src/admin/account.js';
+import { loadAccount, withAccountLock } from '../../src/admin/account.js';
 import { HashLog, signLogHead } from '../../src/core/hashlog.js';
 import {
-  classifyFailure, discoverHidDevices, runBench, timingStats, verifyBenchOutput, type BenchEvent, type BenchRunOptions,
+  classifyFailure, discoverHidDevices, GroupCommit, runBench, timingStats, verifyBenchOutput, type BenchEvent, type BenchRunOptions,
 } from '../../src/device/bench-runner.js';
 import { loadDescriptors } from '../../src/device/descriptors.js';
 import { DeviceTimeoutError, hidCodec, serialCodec } from '../../src/device/session.js';
@@ -144,6 +144,38 @@ describe('bench pure parts', () => {
     expect(classifyFailure(new Error('composite key mismatch'), 'cogen')).toMatchObject({ kind: 'fatal', retryable: false, reason: 'cogen: composite key mismatch' });
   });
 
+  it('a group commit: items queued while a commit runs go in the next one; each gets its own outcome', async () => {
+    const seen: number[][] = [];
+    let open!: () => void;
+    const gate = new Promise<void>((r) => { open = r; });
+    const g = new GroupCommit<number, string>(async (items) => {
+      seen.push([...items]);
+      if (seen.length === 1) await gate;
+      if (items.includes(99)) throw new Error('the whole group fails');
+      return items.map((i) => (i === 3 ? new RangeError('item 3 refused') : `ok ${i}`));
+    });
+    const first = g.submit(1);
+    await new Promise((r) => setImmediate(r)); // the first commit has started (and waits at the gate)
+    const rest = [g.submit(2), g.submit(3), g.submit(4)];
+    open();
+    await expect(first).resolves.toBe('ok 1');
+    await expect(rest[0]).resolves.toBe('ok 2');
+    await expect(rest[1]).rejects.toThrow(RangeError);
+    await expect(rest[2]).resolves.toBe('ok 4');
+    expect(seen).toEqual([[1], [2, 3, 4]]);
+    expect(g.groups).toEqual([1, 3]);
+    await expect(Promise.all([g.submit(5), g.submit(99)])).rejects.toThrow('the whole group fails');
+    await expect(g.submit(6)).resolves.toBe('ok 6'); // a failed group does not stop the next
+    // with maxGroup 1 it is a mutex: one item per commit, in order
+    const one = new GroupCommit<number, number>(async (items) => items.map((i) => i * 10), 1);
+    await expect(Promise.all([one.submit(1), one.submit(2), one.submit(3)])).resolves.toEqual([10, 20, 30]);
+    expect(one.groups).toEqual([1, 1, 1]);
+    expect(() => new GroupCommit(async () => [], 0)).toThrow(RangeError);
+    // items submitted in the same turn of the event loop form one group
+    await expect(Promise.all([g.submit(7), g.submit(8), g.submit(9)])).resolves.toEqual(['ok 7', 'ok 8', 'ok 9']);
+    expect(seen.at(-1)).toEqual([7, 8, 9]);
+  });
+
   it('timing statistics: min, median (odd and even counts), max; null when nothing was provisioned', () => {
     expect(timingStats([])).toBeNull();
     expect(timingStats([30, 10, 20])).toEqual({ minMs: 10, medianMs: 20, maxMs: 30 });
@@ -242,6 +274,47 @@ describe.skipIf(reason !== undefined)('bench run against C emulators on pty pair
     writeFileSync(headPath, originalHead);
     await Promise.all(devices.map((d) => d.stop()));
   }, 120_000);
+
+  it('devices that reach connect together are connected in fewer Personal Profile updates than devices (group commit)', async () => {
+    const n = 4;
+    const devices = await Promise.all(['g1', 'g2', 'g3', 'g4'].map((name) => lab.device({ name, provisionerKey: bench.hex })));
+    const before = (await loadAccount(account.dir)).personalProfile.Sequence;
+    // The account lock is held (as by another admin command) until every device has reached connect: the runner
+    // waits for it and takes in the devices that arrive meanwhile. Once it is released, at most the one update
+    // already under way (with the devices it had) and one more (the rest) can commit: ≤ 2 updates for 4 devices.
+    let release!: () => void;
+    const released = new Promise<void>((r) => { release = r; });
+    let holding!: () => void;
+    const held = new Promise<void>((r) => { holding = r; });
+    const lock = withAccountLock(account.dir, async () => { holding(); await released; });
+    await held;
+    const atConnect = new Set<string>();
+    const summary = await runBench(options(devices.map((d) => d.port), 'out-group', {
+      parallel: n, groupCommit: true,
+      onEvent: (e) => {
+        if (e.step === 'connect' && e.phase === 'start') atConnect.add(e.port);
+        if (atConnect.size === n) release();
+      },
+    }));
+    await lock;
+    expect(summary.failed, JSON.stringify(summary.devices)).toBe(0);
+    expect(summary.provisioned).toBe(n);
+    const acc = await loadAccount(account.dir);
+    for (const d of summary.devices) expect(acc.index.Devices[d.deviceId as string]).toBeDefined();
+    const increments = acc.personalProfile.Sequence - before;
+    expect(increments).toBeGreaterThanOrEqual(1);
+    expect(increments).toBeLessThanOrEqual(2);
+    expect((await verifyBenchOutput(join(lab.dir, 'out-group'), { account: account.dir })).problems).toEqual([]);
+  }, 60_000);
+
+  it('without groupCommit every device gets its own Personal Profile update (one at a time, the default)', async () => {
+    const devices = await Promise.all(['s1', 's2', 's3'].map((name) => lab.device({ name, provisionerKey: bench.hex })));
+    const before = (await loadAccount(account.dir)).personalProfile.Sequence;
+    const summary = await runBench(options(devices.map((d) => d.port), 'out-serial-connect', { parallel: 3 }));
+    expect(summary.provisioned, JSON.stringify(summary.devices)).toBe(3);
+    expect((await loadAccount(account.dir)).personalProfile.Sequence - before).toBe(3);
+    await expect(runBench(options(devices.map((d) => d.port), 'out-serial-connect', { groupCommit: 'yes' as never }))).rejects.toThrow(TypeError);
+  }, 60_000);
 
   it('an emulator killed mid-run (SIGKILL) is failed-and-retryable, the others provisioned; restarted, it resumes and is recorded once', async () => {
     const devices = await Promise.all(['k1', 'k2', 'k3'].map((name) => lab.device({ name, provisionerKey: bench.hex })));

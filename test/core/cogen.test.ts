@@ -10,6 +10,7 @@ import { b64u, bigIntToBytesLE, bytesToBigIntLE, fromHex, toHex } from '../../sr
 import {
   combinePublicKeys,
   combineScalars,
+  combineWithScalar,
   ecdhWithScalar,
   edwardsToMontgomery,
   GROUP_ORDER,
@@ -20,6 +21,7 @@ import {
 } from '../../src/core/cogen.js';
 import { ErrorCode, KeyError } from '../../src/core/errors.js';
 import { publicKeyFromRaw, publicKeyObject } from '../../src/core/keys.js';
+import { invert, mod, P25519, pow25519Pm5d8, powMod } from '../../src/core/field.js';
 
 const vectorFile = (name: string): unknown => JSON.parse(readFileSync(new URL(`../vectors/${name}`, import.meta.url), 'utf8'));
 
@@ -428,5 +430,74 @@ describe('combinePublicKeys: bad inputs → typed errors', () => {
     expect(() => publicKeyFromScalar('X448', GROUP_ORDER.X448)).toThrow(RangeError);
     expect(() => publicKeyFromScalar('Ed25519', 5n, { extended: true })).toThrow(RangeError);
     expect(() => montgomeryExtendedFromScalar('Ed25519' as 'X25519', 5n)).toThrow(RangeError);
+  });
+});
+
+describe('X25519 k·B through edwards25519 (the fast path) equals the ladder with the Okeya–Sakurai v recovery', () => {
+  // An independent route: u(k·B) and u((k+1)·B) from the RFC 7748 ladder (ecdhWithScalar on the base point u = 9;
+  // k·B has order L, so the cofactor lift does not change it), v by the Okeya–Sakurai formula computed here.
+  const p = P25519;
+  const A = 486662n;
+  const Bu = 9n;
+  const Bv = 14781619447589544791020593568409986887264606134616475288964881837755586237401n;
+  const base = bigIntToBytesLE(Bu, 32);
+  const reference = (k: bigint): string => {
+    const L = GROUP_ORDER.X25519;
+    const xQ = bytesToBigIntLE(ecdhWithScalar('X25519', k, base));
+    const v = (k + 1n) % L === 0n
+      ? mod(-Bv, p)
+      : mod(mod((Bu * xQ + 1n) * (Bu + xQ + 2n * A) - 2n * A - (Bu - xQ) * (Bu - xQ) * bytesToBigIntLE(ecdhWithScalar('X25519', k + 1n, base)), p) * invert(2n * Bv, p), p);
+    return toHex(bigIntToBytesLE(xQ, 32)) + ((v & 1n) === 1n ? '80' : '00');
+  };
+  it('for random scalars, 1, 2, L − 2 and L − 1 (fast-check)', () => {
+    const L = GROUP_ORDER.X25519;
+    for (const k of [1n, 2n, 3n, L - 2n, L - 1n]) expect(toHex(montgomeryExtendedFromScalar('X25519', k))).toBe(reference(k));
+    fc.assert(fc.property(fc.bigInt({ min: 1n, max: L - 2n }), (k) => {
+      expect(toHex(montgomeryExtendedFromScalar('X25519', k))).toBe(reference(k));
+      expect(toHex(publicKeyFromScalar('X25519', k))).toBe(reference(k).slice(0, 64));
+    }), { numRuns: 25 });
+  });
+});
+
+describe('combineWithScalar = combinePublicKeys(a, publicKeyFromScalar(scalar)) (fast-check)', () => {
+  it.each(['Ed25519', 'Ed448', 'X25519', 'X448'] as const)('%s', (curve) => {
+    const L = GROUP_ORDER[curve];
+    const extended = curve === 'X25519' || curve === 'X448' ? { extended: true } : undefined;
+    fc.assert(fc.property(fc.bigInt({ min: 1n, max: L - 1n }), fc.bigInt({ min: 1n, max: (1n << 300n) }), (a, c) => {
+      fc.pre((a + c) % L !== 0n && c % L !== 0n);
+      const pa = publicKeyFromScalar(curve, a, extended);
+      const expected = combinePublicKeys(curve, pa, publicKeyFromScalar(curve, c, extended));
+      expect(toHex(combineWithScalar(curve, pa, c))).toBe(toHex(expected));
+      expect(toHex(expected)).toBe(toHex(publicKeyFromScalar(curve, combineScalars(curve, a, c), extended)));
+    }), { numRuns: 8 });
+  });
+
+  it('refuses what combinePublicKeys refuses: a bad point, a sum at the identity, a zero scalar, wrong types', () => {
+    const L = GROUP_ORDER.X25519;
+    const one = montgomeryExtendedFromScalar('X25519', 1n);
+    expect(() => combineWithScalar('X25519', one, L - 1n)).toThrow(KeyError); // B + (L − 1)·B = point at infinity
+    expect(() => combineWithScalar('Ed25519', publicKeyFromScalar('Ed25519', 1n), L - 1n)).toThrow(KeyError);
+    const offCurve = one.slice();
+    offCurve[0] = 2; // u = 2: not on curve25519 (a twist point)
+    expect(() => combineWithScalar('X25519', offCurve, 5n)).toThrow(KeyError);
+    const badSign = one.slice();
+    badSign[32] = 0x01;
+    expect(() => combineWithScalar('X25519', badSign, 5n)).toThrow(KeyError);
+    expect(() => combineWithScalar('X25519', one, L)).toThrow(RangeError);
+    expect(() => combineWithScalar('X25519', one, 5 as never)).toThrow(TypeError);
+    expect(() => combineWithScalar('X25519', one.subarray(0, 32), 5n)).toThrow(RangeError);
+    expect(() => combineWithScalar('P-256' as never, one, 5n)).toThrow(RangeError);
+    expect(() => combineWithScalar('Ed25519', new Uint8Array(32).fill(0xff), 5n)).toThrow(KeyError);
+  });
+});
+
+describe('pow25519Pm5d8 (addition chain) = powMod(x, (p − 5) / 8, p)', () => {
+  it('edge values and random values (fast-check)', () => {
+    const e = (P25519 - 5n) / 8n;
+    for (const x of [0n, 1n, 2n, P25519 - 1n, P25519, P25519 + 3n, -7n]) expect(pow25519Pm5d8(x)).toBe(powMod(x, e, P25519));
+    fc.assert(fc.property(fc.bigInt({ min: 0n, max: P25519 - 1n }), (x) => {
+      expect(pow25519Pm5d8(x)).toBe(powMod(x, e, P25519));
+    }), { numRuns: 50 });
+    expect(() => pow25519Pm5d8(1 as never)).toThrow(TypeError);
   });
 });

@@ -278,6 +278,7 @@ export function registerBenchCommands(program: Command): void {
             ports, hid, out: opts.out, account: opts.account, admin, bench: benchKey, config, parallel, retries, replugTimeoutMs,
             ...(models === undefined ? {} : { models }),
             timeouts,
+            groupCommit: true,
             ...(baudRate === undefined ? {} : { baudRate }),
             ...(timeoutMs === undefined ? {} : { session: { timeoutMs } }),
             onEvent: view.onEvent,
