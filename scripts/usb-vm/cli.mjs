@@ -13,10 +13,11 @@
 //
 // Prints `MKUSB-RESULT {"transport","name","ok","ms","detail","data"}` per check (transport "cli") and
 // `MKUSB-CLI-SUMMARY {"passed","failed","ms"}`; exits 0 only when every check passed.
-/* global process, console, setTimeout */
+/* global process, console */
 import { spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { assert, sleep, startEmulator, stopEmulator } from './emulator.mjs';
 
 const JS = process.env.MKUSB_JS;
 const REPO = process.env.MKUSB_REPO;
@@ -33,11 +34,6 @@ const UDC = 'dummy_udc.0';
 const started = Date.now();
 let passed = 0;
 let failed = 0;
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
-}
 
 async function check(name, fn) {
   const t0 = Date.now();
@@ -78,9 +74,27 @@ const keyArgs = [
 ];
 
 /** Runs `node bin/meshkit.js ARGS`; `onLine` sees each stdout line as it comes. */
+let running; // the meshkit process of the call in progress
+
+/** Whether process `pid` still holds `path` open (its /proc fd links). */
+function holds(pid, path) {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`) === path;
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
+}
+
 function meshkit(args, onLine) {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [BIN, ...args], { cwd: WORK, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    running = child;
     let stdout = '';
     let stderr = '';
     let buffered = '';
@@ -103,31 +117,6 @@ function meshkit(args, onLine) {
 }
 
 const jsonLines = (text) => text.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
-
-/** Starts the C emulator; resolves once it logs "ready". */
-async function startEmulator(args, label) {
-  const child = spawn(EMULATOR, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  const state = { child, log: '', exit: undefined };
-  child.stderr.on('data', (chunk) => {
-    state.log += chunk.toString('utf8');
-  });
-  child.on('exit', (code, signal) => {
-    state.exit = { code, signal };
-  });
-  const deadline = Date.now() + 10_000;
-  while (!state.log.includes('mk-emulator: ready')) {
-    if (state.exit !== undefined || Date.now() > deadline) throw new Error(`${label} emulator did not start (exit ${JSON.stringify(state.exit)}): ${state.log}`);
-    await sleep(20);
-  }
-  return state;
-}
-
-async function stopEmulator(state, signal = 'SIGTERM') {
-  if (state === undefined || state.exit !== undefined) return;
-  state.child.kill(signal);
-  const deadline = Date.now() + 5000;
-  while (state.exit === undefined && Date.now() < deadline) await sleep(20);
-}
 
 const hidraws = () => (existsSync('/dev') ? readdirSync('/dev').filter((n) => n.startsWith('hidraw')).map((n) => `/dev/${n}`) : []);
 
@@ -165,9 +154,9 @@ let benchRun;
 const ran = await check('bench run --port /dev/ttyACM0 --hid HIDRAW: both provisioned', async () => {
   hidPath ??= hidraws()[0];
   assert(hidPath !== undefined, 'no /dev/hidraw*');
-  serialEmu = await startEmulator(['--tty', '/dev/ttyGS0', '--state', join(WORK, 'serial.state'), '--serial', 'MK-CLI-S1',
+  serialEmu = await startEmulator(EMULATOR, ['--tty', '/dev/ttyGS0', '--state', join(WORK, 'serial.state'), '--serial', 'MK-CLI-S1',
     '--provisioner-key', benchHex], 'serial');
-  hidEmu = await startEmulator(['--hidg', '/dev/hidg0', '--state', join(WORK, 'hid.state'), '--serial', 'MK-CLI-H1',
+  hidEmu = await startEmulator(EMULATOR, ['--hidg', '/dev/hidg0', '--state', join(WORK, 'hid.state'), '--serial', 'MK-CLI-H1',
     '--model', 'meshkit-hid-token', '--provisioner-key', benchHex], 'hid');
   const t0 = Date.now();
   const run = await meshkit(['bench', 'run', '--port', '/dev/ttyACM0', '--hid', hidPath, ...keyArgs, '--out', join(WORK, 'out'),
@@ -210,8 +199,8 @@ await check('unplug mid bench run (UDC unbound ~1 s): each device failed-and-ret
   const serialArgs = ['--tty', '/dev/ttyGS0', '--state', join(WORK, 'hotplug-serial.state'), '--serial', 'MK-CLI-HP-S', '--provisioner-key', benchHex];
   const hidArgs = ['--hidg', '/dev/hidg0', '--state', join(WORK, 'hotplug-hid.state'), '--serial', 'MK-CLI-HP-H', '--model', 'meshkit-hid-token',
     '--provisioner-key', benchHex];
-  serialEmu = await startEmulator(serialArgs, 'serial');
-  hidEmu = await startEmulator(hidArgs, 'hid');
+  serialEmu = await startEmulator(EMULATOR, serialArgs, 'serial');
+  hidEmu = await startEmulator(EMULATOR, hidArgs, 'hid');
   let unpluggedAt;
   let unplugEvent;
   let replugged;
@@ -233,9 +222,14 @@ await check('unplug mid bench run (UDC unbound ~1 s): each device failed-and-ret
       hidEmu.child.kill('SIGKILL');
       replugged = (async () => {
         await sleep(1000);
+        // cdc-acm gives a re-plugged device the next free minor: while the bench still holds the old /dev/ttyACM0
+        // open the device would come back as ttyACM1 (on a real bench /dev/serial/by-id/… follows it; this guest has
+        // no udev). Plug back once the bench has let go of the dead tty, as it does when it sees the unplug.
+        const freed = Date.now() + 15_000;
+        while (running?.pid !== undefined && holds(running.pid, '/dev/ttyACM0') && Date.now() < freed) await sleep(20);
         // power back: the serial device boots (ttyGS0 outlives the unbind), the gadget is bound again, then the HID
         // device opens /dev/hidg0 (f_hid creates it on bind)
-        serialEmu = await startEmulator(serialArgs, 'serial');
+        serialEmu = await startEmulator(EMULATOR, serialArgs, 'serial');
         writeFileSync(join(GADGET, 'UDC'), `${UDC}\n`);
         const back = Date.now();
         const deadline = back + 15_000;
@@ -243,7 +237,7 @@ await check('unplug mid bench run (UDC unbound ~1 s): each device failed-and-ret
           if (Date.now() > deadline) throw new Error('/dev/hidg0 did not come back');
           await sleep(20);
         }
-        hidEmu = await startEmulator(hidArgs, 'hid');
+        hidEmu = await startEmulator(EMULATOR, hidArgs, 'hid');
         return back;
       })().catch((error) => error);
     }

@@ -9,10 +9,10 @@
 // guest's root file system is read-only. Serial I/O goes only through SerialTransport, which never touches the
 // modem lines: on this CDC-ACM function (no break support) serialport's set({dtr, rts}) fails with "Operation not
 // supported" (serialport/node-serialport#2777), so a transport that called it would fail on real CDC-ACM boards.
-/* global process, console, setTimeout, Buffer, TextEncoder */
-import { spawn } from 'node:child_process';
+/* global process, console, Buffer, TextEncoder */
 import { existsSync, writeFileSync } from 'node:fs';
 import { generateKeyPairSync, sign as cryptoSign } from 'node:crypto';
+import { assert, sleep, startEmulator, stopEmulator } from './emulator.mjs';
 
 const JS = process.env.MKUSB_JS;
 const REPO = process.env.MKUSB_REPO;
@@ -37,11 +37,6 @@ const enrollPath = `${JS}/src/device/enroll.js`;
 const started = Date.now();
 let passed = 0;
 let failed = 0;
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
-}
 
 async function check(transport, name, fn) {
   const t0 = Date.now();
@@ -57,26 +52,6 @@ async function check(transport, name, fn) {
   }
   console.log(`MKUSB-RESULT ${JSON.stringify({ transport, name, ok, ms: Date.now() - t0, detail })}`);
   return ok;
-}
-
-/** Starts the C emulator on a gadget node; resolves once it logs "ready". */
-async function startEmulator(args, label) {
-  const child = spawn(EMULATOR, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  const state = { child, log: '', exit: undefined };
-  child.stderr.on('data', (chunk) => {
-    state.log += chunk.toString('utf8');
-  });
-  child.on('exit', (code, signal) => {
-    state.exit = { code, signal };
-  });
-  const deadline = Date.now() + 10_000;
-  while (!state.log.includes('mk-emulator: ready')) {
-    if (state.exit !== undefined || Date.now() > deadline) {
-      throw new Error(`${label} emulator did not start (exit ${JSON.stringify(state.exit)}): ${state.log}`);
-    }
-    await sleep(20);
-  }
-  return state;
 }
 
 /** A transport wrapper whose next send(s) can be corrupted by a function; counts the sends. */
@@ -239,10 +214,12 @@ async function enrollment(kind, session, serial, counter) {
 }
 
 const serialState = await startEmulator(
+  EMULATOR,
   ['--tty', '/dev/ttyGS0', '--state', '/tmp/acm.state', '--model', 'meshkit-usb-acm', '--serial', 'USB-ACM-1', '--provisioner-key', hex(benchPublic)],
   'serial',
 );
 const hidState = await startEmulator(
+  EMULATOR,
   ['--hidg', '/dev/hidg0', '--state', '/tmp/hid.state', '--model', 'meshkit-usb-hid', '--serial', 'USB-HID-1', '--provisioner-key', hex(benchPublic)],
   'HID',
 );
@@ -320,9 +297,7 @@ if (GADGET !== undefined && hidRun !== undefined) {
 await serialRun.session.close();
 await hidRun?.session.close();
 for (const [label, state] of [['serial', serialState], ['hid', hidState]]) {
-  state.child.kill('SIGTERM');
-  const deadline = Date.now() + 5000;
-  while (state.exit === undefined && Date.now() < deadline) await sleep(20);
+  await stopEmulator(state);
   await check(label, 'emulator stops cleanly on SIGTERM', async () => {
     assert(state.exit?.code === 0, `exit ${JSON.stringify(state.exit)}; log:\n${state.log}`);
     return state.log.split('\n').filter((l) => l.includes('dropped')).join(' | ') || 'no drops logged';

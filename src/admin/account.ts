@@ -35,7 +35,8 @@ import {
   type ProfileTypeName,
   type SignedProfile,
 } from '../core/profiles.js';
-import { exists, writeFileAtomic } from '../ceremony/files.js';
+import { exists } from '../ceremony/files.js';
+import { processAlive, writeFileAtomic } from '../util/fs.js';
 import { PortalClient } from '../portal/client.js';
 
 /** The portal an account publishes to. */
@@ -283,15 +284,6 @@ export async function writeIndex(dir: string, index: AccountIndex): Promise<void
   await writeFileAtomic(join(dir, ACCOUNT_FILE), JSON.stringify({ Account: index }, null, 2) + '\n', { mode: 0o644 });
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * Runs `fn` holding the account's lock file (`account.lock`, created exclusively, holding the pid).
  * A lock left by a process that no longer runs is taken over.
@@ -317,7 +309,7 @@ export async function withAccountLock<T>(dir: string, fn: () => Promise<T>): Pro
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(`cannot create the lock ${path}`, e);
       const held = await readFile(path, 'utf8').catch(() => '');
       const pid = Number.parseInt(held.split(' ')[0] ?? '', 10);
-      if (attempt === 0 && Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && !alive(pid)) {
+      if (attempt === 0 && Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && !processAlive(pid)) {
         await unlink(path).catch(() => undefined);
         continue;
       }

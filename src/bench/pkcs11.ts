@@ -11,17 +11,10 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Curve } from '../core/signer.js';
+import { type BenchFigure, median } from './stats.js';
 
 /** A bench figure (the shape src/bench/run.ts prints). */
-export interface Pkcs11Figure {
-  name: string;
-  baseline?: string;
-  baselineMs?: number;
-  meshkitMs: number;
-  ratio?: number;
-  aim?: number;
-  note?: string;
-}
+export type Pkcs11Figure = BenchFigure;
 
 const MODULES = [
   '/usr/lib/softhsm/libsofthsm2.so',
@@ -29,11 +22,6 @@ const MODULES = [
   '/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so',
   '/usr/local/lib/softhsm/libsofthsm2.so',
 ];
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] ?? NaN;
-}
 
 /** Why the section cannot run here, or undefined. */
 function missing(): { reason: string } | { module: string } {

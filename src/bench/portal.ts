@@ -24,17 +24,10 @@ import { PortalClient } from '../portal/client.js';
 import { startPortalServer } from '../portal/server.js';
 import { openStorage } from '../portal/storage.js';
 import { scratchPostgresMissing, startScratchPostgres } from './postgres-server.js';
+import { type BenchFigure, percentile } from './stats.js';
 
 /** A bench figure (the shape src/bench/run.ts prints). */
-export interface PortalFigure {
-  name: string;
-  baseline?: string;
-  baselineMs?: number;
-  meshkitMs: number;
-  ratio?: number;
-  aim?: number;
-  note?: string;
-}
+export type PortalFigure = BenchFigure;
 
 /** Options of {@link benchPortal}. */
 export interface PortalBenchOptions {
@@ -53,11 +46,6 @@ function ephemeralSigner(curve: Curve): { signer: Signer; publicJwk: PublicJwk }
   const jwk = publicKey.export({ format: 'jwk' });
   const publicJwk: PublicJwk = { kty: 'OKP', crv: curve, x: String(jwk.x) };
   return { publicJwk, signer: { keyId: keyId(publicJwk), algorithm: 'EdDSA', publicJwk, sign: async (data) => new Uint8Array(sign(null, data, privateKey)) } };
-}
-
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? NaN;
 }
 
 /** Runs `tasks` with `concurrency` in flight; returns wall time and each task's latency (ms). */

@@ -30,17 +30,10 @@ import { emulatorUnavailable, startEmulatedDevice, type EmulatedDevice } from '.
 import { SerialTransport } from '../device/transport/serial.js';
 import type { Transport } from '../device/transport/types.js';
 import { openKeyReference, SoftwareKeyStore } from '../keystore/index.js';
+import { type BenchFigure, median } from './stats.js';
 
 /** A bench figure (the shape src/bench/run.ts prints). */
-export interface ProvisioningFigure {
-  name: string;
-  baseline?: string;
-  baselineMs?: number;
-  meshkitMs: number;
-  ratio?: number;
-  aim?: number;
-  note?: string;
-}
+export type ProvisioningFigure = BenchFigure;
 
 /** Options of {@link benchProvisioning}. */
 export interface ProvisioningBenchOptions {
@@ -60,11 +53,6 @@ export interface ProvisioningBenchOptions {
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] ?? NaN;
-}
 
 /**
  * Paces a transport's writes to a UART's byte rate (baud / 10, 8N1) so that host→device bytes take the time they

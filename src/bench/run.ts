@@ -24,21 +24,9 @@ import { udfDigest } from '../core/udf.js';
 import { benchPkcs11 } from './pkcs11.js';
 import { benchPortal } from './portal.js';
 import { benchProvisioning } from './provisioning.js';
+import { type BenchFigure, median } from './stats.js';
 
-interface Figure {
-  name: string;
-  baseline?: string;
-  baselineMs?: number;
-  meshkitMs: number;
-  ratio?: number;
-  aim?: number;
-  note?: string;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] ?? NaN;
-}
+type Figure = BenchFigure;
 
 /** Runs `fn` `rounds` times after `warmup` runs; returns the median wall time in ms. */
 async function time(fn: () => unknown, rounds: number, warmup = 1): Promise<number> {

@@ -9,11 +9,12 @@
  * 100 bits): a share whose Check fails is corrupted (a typo), one whose Master differs is foreign.
  */
 import { randomBytes } from 'node:crypto';
-import { open, readdir, rename, rm, rmdir, stat, unlink, lstat } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { open, readdir, rm, rmdir, stat, unlink, lstat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { astring, aint, aobject, utf8 } from '../core/bytes.js';
 import { ErrorCode, ShamirError } from '../core/errors.js';
 import { udfDigest } from '../core/udf.js';
+import { fsyncDir } from '../util/fs.js';
 
 /** Content type of the share `Check` digest. */
 export const SHARE_CHECK_CONTENT_TYPE = 'application/meshkit-share-check';
@@ -163,49 +164,9 @@ export function parseShareFile(text: string): ParsedShareFile {
 // Atomic writes and secure removal
 // ---------------------------------------------------------------------------------------------
 
-/**
- * fsyncs a directory so a rename or unlink in it is durable.
- * @throws the file system error (ENOENT …).
- */
-export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/**
- * Writes `data` to `path` atomically: a temporary file in the same directory (mode `mode`,
- * default 0600), fsync, rename over `path`, fsync of the directory. A crash leaves the old file
- * (or none), never a partial one (at most a stray `.tmp-…` file).
- * @throws TypeError for bad arguments; the file system error otherwise.
- */
-export async function writeFileAtomic(path: string, data: Uint8Array | string, opts: { mode?: number } = {}): Promise<void> {
-  astring(path, 'path');
-  const bytes = typeof data === 'string' ? utf8(data) : data;
-  if (!(bytes instanceof Uint8Array)) throw new TypeError('"data" expected Uint8Array or string');
-  const dir = dirname(path);
-  const tmp = join(dir, `.tmp-${basename(path)}-${randomBytes(6).toString('hex')}`);
-  const fh = await open(tmp, 'wx', opts.mode ?? 0o600);
-  try {
-    await fh.writeFile(bytes);
-    await fh.sync();
-  } catch (e) {
-    await fh.close();
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-  await fh.close();
-  try {
-    await rename(tmp, path);
-  } catch (e) {
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-  await fsyncDir(dir);
-}
+// fsyncDir and writeFileAtomic live in src/util/fs.ts (shared with the key store, the device bench and admin);
+// re-exported here, where the ceremony API has always offered them.
+export { fsyncDir, writeFileAtomic } from '../util/fs.js';
 
 /**
  * Overwrites a regular file with random bytes (fsync), then unlinks it. Missing files are ignored.

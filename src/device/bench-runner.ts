@@ -23,7 +23,7 @@
  * Profile file still written and fsynced on its own; nobody returns before its record is on disk).
  */
 import { existsSync } from 'node:fs';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { aint, aobject, astring, describe, fromB64u } from '../core/bytes.js';
 import { DeviceError, ErrorCode, MeshkitError } from '../core/errors.js';
@@ -40,6 +40,7 @@ import { DeviceSession, DeviceTimeoutError, hidCodec, type DeviceSessionOptions,
 import { HidOpenError, HidTransport, listHidDevices, type HidBackend, type HidDeviceInfo } from './transport/hid.js';
 import { SerialOpenError, SerialTransport } from './transport/serial.js';
 import { DeviceDisconnectedError, type Transport } from './transport/types.js';
+import { processAlive, readLinesIfExists, writeFileAtomic } from '../util/fs.js';
 
 /** The hashlog entry type of a bench record. */
 export const RECORD_TYPE = 'DeviceProvisioned';
@@ -312,18 +313,9 @@ export function rawEd25519(signer: Pick<Signer, 'publicJwk'>): Uint8Array {
   return fromB64u(signer.publicJwk.x, 'publicJwk.x');
 }
 
-let tmpCounter = 0;
-
+/** Bench output files: 0644, no directory fsync (each file fsynced before its rename, as the bench always did). */
 async function writeAtomic(path: string, text: string): Promise<void> {
-  const tmp = `${path}.${process.pid}.${++tmpCounter}.tmp`;
-  const fh = await open(tmp, 'w', 0o644);
-  try {
-    await fh.writeFile(text);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, path);
+  await writeFileAtomic(path, text, { mode: 0o644, syncDir: false });
 }
 
 function ioError(what: string, e: unknown): MeshkitError {
@@ -331,24 +323,10 @@ function ioError(what: string, e: unknown): MeshkitError {
 }
 
 async function readLines(path: string): Promise<string[]> {
-  let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    return (await readLinesIfExists(path)) ?? [];
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw ioError(`cannot read ${path}`, e);
-  }
-  const lines = text.split('\n');
-  if (lines.at(-1) === '') lines.pop();
-  return lines;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
@@ -364,7 +342,7 @@ async function lockOut(out: string): Promise<() => Promise<void>> {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(`cannot create ${path}`, e);
       const pid = Number.parseInt((await readFile(path, 'utf8').catch(() => '')).trim(), 10);
-      if (attempt === 0 && Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && !alive(pid)) {
+      if (attempt === 0 && Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && !processAlive(pid)) {
         await unlink(path).catch(() => undefined);
         continue;
       }

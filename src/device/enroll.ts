@@ -22,20 +22,22 @@
  * the caller passes in `opts.counter` — wrap the transport with {@link countingTransport} before building the
  * session. Without a counter both are 0.
  */
-import { createHash, randomBytes, verify } from 'node:crypto';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { aint, astring, b64u, bigIntToBytesLE, bytesToBigIntLE, concatBytes, equalBytes, fromB64u, fromUtf8, utf8, wipe } from '../core/bytes.js';
+import { aint, astring, b64u, bigIntToBytesLE, bytesToBigIntLE, equalBytes, fromB64u, fromUtf8, utf8, wipe } from '../core/bytes.js';
 import { combineWithScalar, GROUP_ORDER } from '../core/cogen.js';
 import { DeviceError, ErrorCode } from '../core/errors.js';
-import { keyId, publicKeyFromRaw, publicKeyObject } from '../core/keys.js';
+import { keyId, publicKeyFromRaw } from '../core/keys.js';
 import { verifyProfile, type DeviceProfile, type MasterProfile, type SignedProfile } from '../core/profiles.js';
 import type { Signer } from '../core/signer.js';
+import { sha512, context, verifyEd25519 } from './enroll-crypto.js';
 import { BOX_OVERHEAD, sealBox } from './box.js';
 import { encodeCbor, type CborMap, type CborValue } from './cbor.js';
 import { DeviceState, DeviceStatus, KeySelect, Limits } from './protocol.generated.js';
 import { DeviceReplyError, type DeviceSession } from './session.js';
 import type { Transport } from './transport/types.js';
+import { writeFileAtomic } from '../util/fs.js';
 
 const L = GROUP_ORDER.Ed25519;
 const ALL_KEYS = KeySelect.SIGNATURE | KeySelect.ENCRYPTION | KeySelect.AUTHENTICATION;
@@ -401,13 +403,11 @@ export function fileJournal(dir: string): EnrollJournal {
           await mkdir(dir, { recursive: true });
           made = true;
         }
-        const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
         try {
-          await writeFile(tmp, text, { encoding: 'utf8', flush: true });
-          await rename(tmp, file);
+          // 0666 narrowed by the umask (as writeFile made it), data fsynced before the rename, no directory fsync.
+          await writeFileAtomic(file, text, { mode: 0o666, syncDir: false });
           return;
         } catch (e) {
-          await rm(tmp, { force: true });
           // The directory was removed since it was made: make it again and write once more.
           if ((e as NodeJS.ErrnoException).code === 'ENOENT' && attempt === 0) {
             made = false;
@@ -425,25 +425,6 @@ export function fileJournal(dir: string): EnrollJournal {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
-
-function sha512(...parts: Uint8Array[]): Uint8Array {
-  const h = createHash('sha512');
-  for (const p of parts) h.update(p);
-  return new Uint8Array(h.digest());
-}
-
-function context(label: string, ...parts: Uint8Array[]): Uint8Array {
-  return concatBytes(utf8(label), Uint8Array.of(0), ...parts);
-}
-
-function verifyEd25519(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean {
-  if (signature.length !== 64 || publicKey.length !== 32) return false;
-  try {
-    return verify(null, message, publicKeyObject(publicKeyFromRaw('Ed25519', publicKey)), signature);
-  } catch {
-    return false;
-  }
-}
 
 function randomContribution(): bigint {
   for (;;) {

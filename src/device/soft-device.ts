@@ -18,12 +18,13 @@
  * `persist` hook gets the new {@link SoftDeviceState} (it holds the device's secret scalars, like a flash image —
  * store it only where a device's flash would be).
  */
-import { createHash, randomBytes, verify } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { abytes, b64u, bigIntToBytesLE, bytesToBigIntLE, concatBytes, equalBytes, fromHex, toHex, utf8, wipe } from '../core/bytes.js';
 import { GROUP_ORDER, publicKeyFromScalar, signWithScalar } from '../core/cogen.js';
 import { DeviceError } from '../core/errors.js';
-import { keyId, publicKeyFromRaw, publicKeyObject } from '../core/keys.js';
+import { keyId, publicKeyFromRaw } from '../core/keys.js';
 import { openBox } from './box.js';
+import { sha512, context, verifyEd25519 } from './enroll-crypto.js';
 import { decodeCbor, encodeCbor, type CborInput, type CborMap, type CborValue } from './cbor.js';
 import { encodeFrames, FrameDecoder } from './framing.js';
 import {
@@ -152,12 +153,6 @@ function randomScalar(): bigint {
   }
 }
 
-function sha512(...parts: Uint8Array[]): Uint8Array {
-  const h = createHash('sha512');
-  for (const p of parts) h.update(p);
-  return new Uint8Array(h.digest());
-}
-
 function isUint(v: CborValue | undefined): v is number | bigint {
   return (typeof v === 'number' && Number.isInteger(v) && v >= 0) || (typeof v === 'bigint' && v >= 0n);
 }
@@ -223,19 +218,6 @@ function deviceProfile(keys: Keys, pub: Publics, description: string, time: numb
   const p = b64u(utf8(payload));
   const signature = signWithScalar('Ed25519', keys.sig, utf8(`${h}.${p}`));
   return utf8(`{"payload":"${p}","signatures":[{"protected":"${h}","signature":"${b64u(signature)}"}]}`);
-}
-
-function context(label: string, ...parts: Uint8Array[]): Uint8Array {
-  return concatBytes(utf8(label), Uint8Array.of(0), ...parts);
-}
-
-function verifyEd25519(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean {
-  if (signature.length !== 64 || publicKey.length !== 32) return false;
-  try {
-    return verify(null, message, publicKeyObject(publicKeyFromRaw('Ed25519', publicKey)), signature);
-  } catch {
-    return false;
-  }
 }
 
 /**

@@ -36,8 +36,8 @@ import {
   sign as nodeSign,
   type KeyObject,
 } from 'node:crypto';
-import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { readFile, stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { abytes, aobject, b64u, equalBytes, fromB64u, utf8, wipe } from '../core/bytes.js';
 import { ErrorCode, KeyError, KeyStoreError, MeshkitError, UnsupportedError } from '../core/errors.js';
 import { keyId as computeKeyId, publicKeyFromJwk, publicKeyObject, signatureAlgorithmFor } from '../core/keys.js';
@@ -54,6 +54,7 @@ import {
   type PrivateJwk,
 } from './types.js';
 import { formatFileReference } from './uri.js';
+import { writeFileAtomic } from '../util/fs.js';
 import { checkPrivateJwk, p256ScalarInRange, PRIVATE_LENGTH, privateKeyObject, publicOf } from './private-key.js';
 
 /**
@@ -254,43 +255,6 @@ async function readStoreFile(path: string): Promise<StoreFile | undefined> {
   return validateFile(parsed, path);
 }
 
-/**
- * Writes `text` to `path` atomically with mode 0600. With `exclusive`, fails with EEXIST (and
- * leaves the existing file alone) when `path` exists.
- */
-async function writeAtomic(path: string, text: string, exclusive: boolean): Promise<void> {
-  const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  const fh = await open(tmp, 'wx', 0o600);
-  try {
-    await fh.chmod(0o600);
-    await fh.writeFile(text, 'utf8');
-    await fh.sync();
-  } catch (e) {
-    await fh.close();
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-  await fh.close();
-  try {
-    if (exclusive) await link(tmp, path);
-    else await rename(tmp, path);
-  } finally {
-    if (exclusive) await unlink(tmp).catch(() => undefined);
-    else await unlink(tmp).catch(() => undefined); // only exists if the rename failed
-  }
-  try {
-    const d = await open(dir, 'r');
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
-  } catch {
-    // directory fsync is best effort (not supported on every platform)
-  }
-}
-
 function serialise(file: StoreFile): string {
   return JSON.stringify(file, null, 2) + '\n';
 }
@@ -349,7 +313,7 @@ export class SoftwareKeyStore implements KeyStore {
     const kek = await deriveKek(passphrase, kdf);
     const file: StoreFile = { format: FORMAT, version: VERSION, kdf, check: seal(kek, utf8(CHECK_PLAINTEXT), checkAad(kdf)), keys: [] };
     try {
-      await writeAtomic(abs, serialise(file), true);
+      await writeFileAtomic(abs, serialise(file), { mode: 0o600, exclusive: true, syncDir: 'best-effort' });
     } catch (e) {
       wipe(kek);
       if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
@@ -504,7 +468,7 @@ export class SoftwareKeyStore implements KeyStore {
     }
     const next = change(current);
     try {
-      await writeAtomic(this.path, serialise(next), false);
+      await writeFileAtomic(this.path, serialise(next), { mode: 0o600, syncDir: 'best-effort' });
     } catch (e) {
       throw new KeyStoreError(ErrorCode.IO, `cannot write key store ${this.path}: ${(e as Error).message}`, { cause: e });
     }

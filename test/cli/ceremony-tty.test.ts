@@ -140,6 +140,35 @@ function adminPin(t: Pty, f: CeremonyFixture, pin = f.pinEnv['ADMIN_PIN']!): Pro
   return typeSecret(t, 'PIN for administrator alice-card', labelOf(f.adminTokenUri), pin);
 }
 
+/** The opening every run shares: confirms "plan" and "preflight", then types the master token's and the admin's PINs. */
+async function throughPins(t: Pty, f: CeremonyFixture): Promise<void> {
+  await confirmStep(t, 'plan');
+  await confirmStep(t, 'preflight');
+  await tokenPin(t, f);
+  await adminPin(t, f);
+}
+
+/** Waits for the CLI to exit and checks its exit code (the terminal text is the failure message). */
+async function expectExit(t: Pty, expected: number): Promise<void> {
+  const { code } = await t.exit();
+  expect(code, t.text()).toBe(expected);
+}
+
+/** Runs `steps` on the terminal, then kills the child whatever happened (a failed expectation leaves no process). */
+async function drive<T>(t: Pty, steps: () => Promise<T>): Promise<T> {
+  try {
+    return await steps();
+  } finally {
+    t.kill();
+  }
+}
+
+/** Presses Ctrl+C and expects the CLI to exit with 1. */
+async function interrupt(t: Pty): Promise<void> {
+  t.write(KEYS.ctrlC);
+  await expectExit(t, 1);
+}
+
 /** What the last lines of the terminal say once the process has exited (the error line). */
 function lastError(t: Pty): string {
   return t.text().split('\n').filter((l) => l.startsWith('meshkit: ')).join('\n');
@@ -157,7 +186,7 @@ describe.skipIf(skipReason !== undefined)('meshkit ceremony run on a real termin
     const adminPinValue = f.pinEnv['ADMIN_PIN']!;
     const t = startRun(f, ['--operator', 'Olivia']);
     const seenWhileShown: Array<{ staged: boolean; published: boolean }> = [];
-    try {
+    await drive(t, async () => {
       await confirmStep(t, 'plan');
       await confirmStep(t, 'preflight', 'y');
       const tokenPrompt = await tokenPin(t, f, masterPin);
@@ -194,11 +223,8 @@ describe.skipIf(skipReason !== undefined)('meshkit ceremony run on a real termin
       await typeName(t, 'Witness', 'Heidi');
       await typeName(t, 'Witness', 'Ivan', { typo: true });
       await t.expect(/ceremony \S+ done \(import-with-escrow\)/);
-      const { code } = await t.exit();
-      expect(code, t.text()).toBe(0);
-    } finally {
-      t.kill();
-    }
+      await expectExit(t, 0);
+    });
     expect(seenWhileShown).toEqual(custodians.map(() => ({ staged: true, published: false })));
     expect(t.text()).not.toContain('(1 left)');
 
@@ -240,11 +266,8 @@ describe.skipIf(skipReason !== undefined)('meshkit ceremony run on a real termin
   it('a name that does not match three times: exit 1 after "(2 left)" and "(1 left)", with the abort instruction; `ceremony abort` cleans', async () => {
     const f = await fixture({ origin: 'generate-on-token', witnesses: ['Heidi'] });
     const t = startRun(f, ['--operator', 'Olivia']);
-    try {
-      await confirmStep(t, 'plan');
-      await confirmStep(t, 'preflight');
-      await tokenPin(t, f);
-      await adminPin(t, f);
+    await drive(t, async () => {
+      await throughPins(t, f);
       await confirmStep(t, 'keys');
       await confirmStep(t, 'profiles');
       await confirmStep(t, 'verify');
@@ -256,11 +279,8 @@ describe.skipIf(skipReason !== undefined)('meshkit ceremony run on a real termin
       await typeName(t, 'Witness', 'Heidi', { as: 'Heídi' });
       await t.expect(/"Heídi" does not match the plan's name "Heidi" \(exact match\), try again \(1 left\)\n/);
       await typeName(t, 'Witness', 'Heidi', { as: 'Heidi H.' });
-      const { code } = await t.exit();
-      expect(code, t.text()).toBe(1);
-    } finally {
-      t.kill();
-    }
+      await expectExit(t, 1);
+    });
     const after = t.text();
     expect(after).not.toContain('(0 left)');
     expect(lastError(t)).toBe(
@@ -280,17 +300,11 @@ describe.skipIf(skipReason !== undefined)('meshkit ceremony run on a real termin
   it('declining a step before any key is made ("n" at "keys"): exit 1 naming the step; no DIR, nothing on the token', async () => {
     const f = await fixture({ origin: 'import-with-escrow', threshold: 2, custodians: ['Carol', 'Dave'] });
     const t = startRun(f, ['--operator', 'Olivia']);
-    try {
-      await confirmStep(t, 'plan');
-      await confirmStep(t, 'preflight');
-      await tokenPin(t, f);
-      await adminPin(t, f);
+    await drive(t, async () => {
+      await throughPins(t, f);
       await confirmStep(t, 'keys', 'n');
-      const { code } = await t.exit();
-      expect(code, t.text()).toBe(1);
-    } finally {
-      t.kill();
-    }
+      await expectExit(t, 1);
+    });
     const after = t.text();
     expect(after).toContain('the ceremony was stopped by the operator before step "keys"');
     expect(after).toContain('[ERR_CEREMONY_STATE]');
@@ -303,11 +317,8 @@ describe.skipIf(skipReason !== undefined)('meshkit ceremony run on a real termin
   it('declining a step after the keys are on the token ("n" at "profiles"): exit 1 with abort instructions; `ceremony abort` (PIN typed) leaves nothing', async () => {
     const f = await fixture({ origin: 'import-with-escrow', threshold: 2, custodians: ['Carol', 'Dave'] });
     const t = startRun(f, ['--operator', 'Olivia']);
-    try {
-      await confirmStep(t, 'plan');
-      await confirmStep(t, 'preflight');
-      await tokenPin(t, f);
-      await adminPin(t, f);
+    await drive(t, async () => {
+      await throughPins(t, f);
       await confirmStep(t, 'keys');
       await confirmStep(t, 'escrow');
       for (const c of ['Carol', 'Dave']) {
@@ -317,11 +328,8 @@ describe.skipIf(skipReason !== undefined)('meshkit ceremony run on a real termin
       }
       await confirmStep(t, 'import');
       await confirmStep(t, 'profiles', 'n');
-      const { code } = await t.exit();
-      expect(code, t.text()).toBe(1);
-    } finally {
-      t.kill();
-    }
+      await expectExit(t, 1);
+    });
     const after = t.text();
     expect(after).toContain('the ceremony was stopped by the operator before step "profiles"');
     expect(after).toContain(`run "meshkit ceremony abort --plan PLAN --out ${f.out}"`);
@@ -352,16 +360,13 @@ describe.skipIf(skipReason !== undefined)('meshkit ceremony run on a real termin
     const f = await fixture({ origin: 'generate-on-token' });
     const wrong = `${f.pinEnv['MASTER_PIN']!}x`;
     const t = startRun(f, ['--operator', 'Olivia']);
-    let first: { status: string; text: string };
-    try {
+    const first = await drive(t, async () => {
       await confirmStep(t, 'plan');
       await confirmStep(t, 'preflight');
-      first = await tokenPin(t, f, wrong);
-      const { code } = await t.exit();
-      expect(code, t.text()).toBe(1);
-    } finally {
-      t.kill();
-    }
+      const prompt = await tokenPin(t, f, wrong);
+      await expectExit(t, 1);
+      return prompt;
+    });
     expect(first.status).not.toMatch(/CKF_USER_PIN_(COUNT_LOW|FINAL_TRY|LOCKED)/);
     const after = t.text();
     expect(t.raw()).not.toContain(wrong);
@@ -423,15 +428,11 @@ describe.skipIf(skipReason !== undefined)('meshkit ceremony run on a real termin
   it('Ctrl+C at a step prompt before any key is made: exit 1, ERR_CEREMONY_STATE naming the step, no abort instruction; no DIR, nothing on the token', async () => {
     const f = await fixture({ origin: 'generate-on-token' });
     const t = startRun(f, ['--operator', 'Olivia']);
-    try {
+    await drive(t, async () => {
       await confirmStep(t, 'plan');
       await t.expect(/\? Step "preflight": [^\n]*\(Y\/n\)/);
-      t.write(KEYS.ctrlC);
-      const { code } = await t.exit();
-      expect(code, t.text()).toBe(1);
-    } finally {
-      t.kill();
-    }
+      await interrupt(t);
+    });
     expect(lastError(t)).toBe('meshkit: the operator interrupted the ceremony (Ctrl+C) at step "preflight" [ERR_CEREMONY_STATE]');
     expect(t.text()).not.toContain(INQUIRER_SIGINT);
     expect(t.text()).not.toMatch(/✓ preflight/);
@@ -442,18 +443,14 @@ describe.skipIf(skipReason !== undefined)('meshkit ceremony run on a real termin
   it('Ctrl+C at the token PIN prompt: exit 1 naming step "preflight"; the PIN prompt is left, nothing is created', async () => {
     const f = await fixture({ origin: 'generate-on-token' });
     const t = startRun(f, ['--operator', 'Olivia']);
-    try {
+    await drive(t, async () => {
       await confirmStep(t, 'plan');
       await confirmStep(t, 'preflight');
       await pinPrompt(t, `PIN for token pkcs11:token=${f.tokenLabel}`, f.tokenLabel);
       t.write('12');
       await t.expect(/: \*\*(?!\*)/);
-      t.write(KEYS.ctrlC);
-      const { code } = await t.exit();
-      expect(code, t.text()).toBe(1);
-    } finally {
-      t.kill();
-    }
+      await interrupt(t);
+    });
     expect(lastError(t)).toBe('meshkit: the operator interrupted the ceremony (Ctrl+C) at step "preflight" [ERR_CEREMONY_STATE]');
     expect(t.text()).not.toContain(INQUIRER_SIGINT);
     expect(t.text()).not.toContain('PIN for administrator');
@@ -464,19 +461,12 @@ describe.skipIf(skipReason !== undefined)('meshkit ceremony run on a real termin
   it('Ctrl+C at a step prompt after the keys are made: exit 1 with the abort instruction; `run` refuses the DIR with abort instructions and `abort` cleans', async () => {
     const f = await fixture({ origin: 'generate-on-token' });
     const t = startRun(f, ['--operator', 'Olivia']);
-    try {
-      await confirmStep(t, 'plan');
-      await confirmStep(t, 'preflight');
-      await tokenPin(t, f);
-      await adminPin(t, f);
+    await drive(t, async () => {
+      await throughPins(t, f);
       await confirmStep(t, 'keys');
       await t.expect(/\? Step "profiles": [^\n]*\(Y\/n\)/);
-      t.write(KEYS.ctrlC);
-      const { code } = await t.exit();
-      expect(code, t.text()).toBe(1);
-    } finally {
-      t.kill();
-    }
+      await interrupt(t);
+    });
     expect(lastError(t)).toBe(
       `meshkit: the operator interrupted the ceremony (Ctrl+C) at step "profiles" — the ceremony was interrupted after keys-intent; ` +
         `run "meshkit ceremony abort --plan PLAN --out ${f.out}" to remove what it created [ERR_CEREMONY_STATE]`,
@@ -498,20 +488,13 @@ describe.skipIf(skipReason !== undefined)('meshkit ceremony run on a real termin
   it('Ctrl+C while a share is on screen: the screen and scrollback are cleared, exit 1 naming step "escrow" with the abort instruction', async () => {
     const f = await fixture({ origin: 'generate-on-token-wrapped', algorithms: { Signature: 'P-256', Escrow: 'P-256' }, threshold: 2, custodians: ['Carol', 'Dave'] });
     const t = startRun(f, ['--operator', 'Olivia']);
-    try {
-      await confirmStep(t, 'plan');
-      await confirmStep(t, 'preflight');
-      await tokenPin(t, f);
-      await adminPin(t, f);
+    await drive(t, async () => {
+      await throughPins(t, f);
       await confirmStep(t, 'keys');
       await confirmStep(t, 'escrow');
       await t.expect(/\? Carol: have you taken your share card\?[^\n]*\(Y\/n\)/);
-      t.write(KEYS.ctrlC);
-      const { code } = await t.exit();
-      expect(code, t.text()).toBe(1);
-    } finally {
-      t.kill();
-    }
+      await interrupt(t);
+    });
     expect(lastError(t)).toBe(
       `meshkit: the operator interrupted the ceremony (Ctrl+C) at step "escrow" — the ceremony was interrupted after keys-intent; ` +
         `run "meshkit ceremony abort --plan PLAN --out ${f.out}" to remove what it created [ERR_CEREMONY_STATE]`,

@@ -2,31 +2,20 @@
  * `meshkit demo` and `meshkit profile show|verify`, run as a user would: the built CLI in a child
  * process (npm test builds first).
  */
-import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAccount } from '../../src/admin/account.js';
 import { verifyLog, verifyLogHead } from '../../src/core/hashlog.js';
 import { readProfile, verifyProfile } from '../../src/core/profiles.js';
 import { verifyBenchOutput } from '../../src/device/bench-runner.js';
 import { emulatorUnavailable } from '../../src/device/emulator.js';
+import { meshkitProcess } from '../helpers/cli-process.js';
 
-const run = promisify(execFile);
-const BIN = resolve('bin/meshkit.js');
 
-async function meshkit(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, maxBuffer: 64 << 20 });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof err.code === 'number' ? err.code : -1, stdout: err.stdout ?? '', stderr: err.stderr ?? '' };
-  }
-}
+const meshkit = meshkitProcess;
 
 let root: string;
 let out: string;

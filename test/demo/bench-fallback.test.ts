@@ -8,27 +8,19 @@ import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyProfile } from '../../src/core/profiles.js';
 import { verifyBenchOutput } from '../../src/device/bench-runner.js';
 import { provisionDemoBench, runDemo } from '../../src/demo/demo.js';
 import { emulatorUnavailable } from '../../src/device/emulator.js';
+import { meshkitProcess } from '../helpers/cli-process.js';
 import { SoftwareKeyStore } from '../../src/keystore/software.js';
 
 const run = promisify(execFile);
-const BIN = resolve('bin/meshkit.js');
 
-async function meshkit(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, maxBuffer: 64 << 20 });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof err.code === 'number' ? err.code : -1, stdout: err.stdout ?? '', stderr: err.stderr ?? '' };
-  }
-}
+const meshkit = meshkitProcess;
 
 interface Summary {
   account: string;

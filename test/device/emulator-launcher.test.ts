@@ -17,6 +17,7 @@ import { DeviceState } from '../../src/device/protocol.generated.js';
 import { DeviceSession, DeviceTimeoutError } from '../../src/device/session.js';
 import { DeviceDisconnectedError } from '../../src/device/transport/types.js';
 import { SerialTransport } from '../../src/device/transport/serial.js';
+import { processAlive } from '../../src/util/fs.js';
 import { testKey, testSigner } from '../helpers/software-signer.js';
 
 const reason = emulatorUnavailable();
@@ -28,16 +29,6 @@ afterAll(async () => {
   for (const d of devices) await d.stop();
   rmSync(root, { recursive: true, force: true });
 });
-
-/** Whether a process with this pid exists (signal 0). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** The pids of the processes whose command line names this path (socat and the emulator both do). */
 function pidsNaming(path: string): number[] {
@@ -143,10 +134,10 @@ describe.skipIf(reason !== undefined)('startEmulatedDevice: the C emulator on a 
     const dir = dirname(d.port);
     const pids = pidsNaming(dir);
     expect(pids.length).toBe(2); // socat and mk-emulator, both name the temp dir in argv
-    expect(pids.every(alive)).toBe(true);
+    expect(pids.every((pid) => processAlive(pid))).toBe(true);
     await d.stop();
     await d.stop();
-    expect(pids.filter(alive)).toEqual([]);
+    expect(pids.filter((pid) => processAlive(pid))).toEqual([]);
     expect(existsSync(dir)).toBe(false);
     await expect(d.restart()).rejects.toThrow(/stopped/);
   });
@@ -166,8 +157,8 @@ describe.skipIf(reason !== undefined)('startEmulatedDevice: the C emulator on a 
     expect(pids.length).toBe(2); // socat and mk-emulator
     cli.kill('SIGKILL');
     const until = Date.now() + 5000;
-    while (pids.some(alive) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
-    expect(pids.filter(alive)).toEqual([]);
+    while (pids.some((pid) => processAlive(pid)) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    expect(pids.filter((pid) => processAlive(pid))).toEqual([]);
   });
 
   it('a silent device is a port nobody answers until restart() starts the emulator', async () => {

@@ -5,23 +5,14 @@
  * Skipped, with the reason printed, only where `make`, `gcc` or libsodium-dev is not installed.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { missingCTool } from '../helpers/c-toolchain.js';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 
-function missingTool(): string | undefined {
-  for (const tool of ['make', 'gcc', 'g++']) {
-    const probe = spawnSync(tool, ['--version'], { encoding: 'utf8' });
-    if (probe.error !== undefined || probe.status !== 0) return tool;
-  }
-  // the device tests link the host platform against libsodium
-  if (!existsSync('/usr/include/sodium.h')) return 'libsodium-dev';
-  return undefined;
-}
-
-const missing = missingTool();
+// the device tests link the host platform against libsodium (checked too)
+const missing = missingCTool(['make', 'gcc', 'g++']);
 if (missing !== undefined) {
   console.log(`firmware-c.test.ts: skipped: '${missing}' is not installed (apt-get install build-essential libsodium-dev)`);
 }

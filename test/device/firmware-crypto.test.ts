@@ -21,12 +21,13 @@ import {
   type KeyObject,
 } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { bigIntToBytesLE, bytesToBigIntLE, concatBytes, fromHex, toHex, utf8 } from '../../src/core/bytes.js';
 import * as cogen from '../../src/core/cogen.js';
 import { LOW_ORDER_U } from '../../src/core/keys.js';
+import { missingCTool } from '../helpers/c-toolchain.js';
 import { readVectors } from './hex-vectors.js';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -37,15 +38,7 @@ const ED_SPKI = fromHex('302a300506032b6570032100');
 const X_SPKI = fromHex('302a300506032b656e032100');
 const X_PKCS8 = fromHex('302e020100300506032b656e04220420');
 
-function missingTool(): string | undefined {
-  for (const tool of ['make', 'gcc']) {
-    const probe = spawnSync(tool, ['--version'], { encoding: 'utf8' });
-    if (probe.error !== undefined || probe.status !== 0) return tool;
-  }
-  if (!existsSync('/usr/include/sodium.h')) return 'libsodium-dev';
-  return undefined;
-}
-const missing = missingTool();
+const missing = missingCTool(['make', 'gcc']);
 if (missing !== undefined) {
   console.log(`firmware-crypto.test.ts: C driver tests skipped: '${missing}' is not installed (apt-get install build-essential libsodium-dev)`);
 }

@@ -19,6 +19,7 @@ import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, 
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
+import { processAlive } from '../../src/util/fs.js';
 
 const MODULE_CANDIDATES = [
   '/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so',
@@ -133,13 +134,7 @@ function canConnect(port: number): Promise<boolean> {
 }
 
 function alive(pid: number | undefined): boolean {
-  if (pid === undefined) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+  return pid !== undefined && processAlive(pid);
 }
 
 function tail(file: string): string {

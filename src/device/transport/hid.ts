@@ -14,7 +14,7 @@
  */
 import { abytes, aint, astring } from '../../core/bytes.js';
 import { DeviceError, ErrorCode } from '../../core/errors.js';
-import { _TransportEvents, DeviceDisconnectedError, TransportClosedError } from './types.js';
+import { _TransportEvents, _WriteQueue, DeviceDisconnectedError, TransportClosedError } from './types.js';
 import type { CloseListener, DataListener, Transport } from './types.js';
 
 /** The report size this transport speaks (docs/protocol-framing.md "HID reports"). */
@@ -180,7 +180,7 @@ export class HidTransport implements Transport {
   readonly #device: HidHandle;
   readonly #path: string;
   readonly #events = new _TransportEvents();
-  #writes: Promise<void> = Promise.resolve();
+  readonly #writes = new _WriteQueue();
   #closing: Promise<void> | undefined;
 
   private constructor(device: HidHandle, path: string) {
@@ -270,9 +270,7 @@ export class HidTransport implements Transport {
       return Promise.reject(e);
     }
     const copy = bytes.slice();
-    const write = this.#writes.then(() => this.#write(copy));
-    this.#writes = write.catch(() => undefined);
-    return write;
+    return this.#writes.run(() => this.#write(copy));
   }
 
   onData(listener: DataListener): () => void {

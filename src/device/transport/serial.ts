@@ -10,7 +10,7 @@
 import { SerialPort } from 'serialport';
 import { abytes, aint, astring } from '../../core/bytes.js';
 import { DeviceError, ErrorCode } from '../../core/errors.js';
-import { _TransportEvents, DeviceDisconnectedError, TransportClosedError } from './types.js';
+import { _TransportEvents, _WriteQueue, DeviceDisconnectedError, TransportClosedError } from './types.js';
 import type { CloseListener, DataListener, Transport } from './types.js';
 
 /** Largest single write handed to serialport. */
@@ -43,7 +43,7 @@ export class SerialTransport implements Transport {
   readonly #chunkSize: number;
   readonly #events = new _TransportEvents();
   readonly #closed: Promise<void>;
-  #writes: Promise<void> = Promise.resolve();
+  readonly #writes = new _WriteQueue();
   #closing: Promise<void> | undefined;
   #failure: Error | undefined;
 
@@ -126,9 +126,7 @@ export class SerialTransport implements Transport {
       return Promise.reject(e);
     }
     const copy = bytes.slice();
-    const write = this.#writes.then(() => this.#write(copy));
-    this.#writes = write.catch(() => undefined);
-    return write;
+    return this.#writes.run(() => this.#write(copy));
   }
 
   onData(listener: DataListener): () => void {

@@ -108,3 +108,25 @@ export class _TransportEvents {
     for (const listener of listeners) listener(reason);
   }
 }
+
+/**
+ * Runs a transport's writes one at a time in call order (concurrent sends are queued, never interleaved); a failed
+ * write rejects its own send only, the ones queued after it still run.
+ * @internal
+ */
+export class _WriteQueue {
+  #tail: Promise<void> = Promise.resolve();
+
+  /**
+   * Queues `write` behind the writes queued before it.
+   * @param write the write to run (called once, when the previous ones have settled)
+   * @returns settles as `write` does
+   * @throws TypeError (as a rejection) when write is not a function
+   */
+  run(write: () => Promise<void>): Promise<void> {
+    if (typeof write !== 'function') return Promise.reject(new TypeError('"write" expected a function'));
+    const done = this.#tail.then(write);
+    this.#tail = done.catch(() => undefined);
+    return done;
+  }
+}
