@@ -11,6 +11,7 @@
  * Test tool only (built with the sanitizers by `make build/crypto-cli`); not part of a firmware image.
  */
 #include "mk_crypto.h"
+#include "mk_hex.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -25,23 +26,6 @@ static int cli_rng(void *ctx, uint8_t *buf, size_t len)
 {
     (void)ctx;
     randombytes_buf(buf, len);
-    return 0;
-}
-
-static int unhex(const char *s, uint8_t *out, size_t cap, size_t *len)
-{
-    size_t n, i;
-    *len = 0;
-    if (s == NULL) return -1;
-    if (strcmp(s, "-") == 0) return 0;
-    n = strlen(s);
-    if (n % 2 != 0 || n / 2 > cap) return -1;
-    for (i = 0; i < n / 2; i++) {
-        unsigned v;
-        if (sscanf(s + 2 * i, "%2x", &v) != 1) return -1;
-        out[i] = (uint8_t)v;
-    }
-    *len = n / 2;
     return 0;
 }
 
@@ -61,39 +45,39 @@ static int handle(char *req, const mk_platform *platform)
     if (cmd == NULL) return -1;
     if (strcmp(cmd, "pub") == 0) {
         uint8_t ed[MK_ED_PUB_LEN], x[MK_X_PUB_LEN];
-        if (unhex(a, f1, sizeof f1, &l1) != 0 || l1 != 32) return -1;
+        if (mk_unhex(a, f1, sizeof f1, &l1) != 0 || l1 != 32) return -1;
         if (mk_ed25519_public(ed, f1) != 0 || mk_x25519_public(x, f1) != 0) return -1;
         printf("OK");
         put_hex(ed, sizeof ed);
         put_hex(x, sizeof x);
     } else if (strcmp(cmd, "sign") == 0) {
         uint8_t ed[MK_ED_PUB_LEN], sig[MK_SIG_LEN];
-        if (unhex(a, f1, sizeof f1, &l1) != 0 || l1 != 32 || unhex(b, f2, sizeof f2, &l2) != 0) return -1;
+        if (mk_unhex(a, f1, sizeof f1, &l1) != 0 || l1 != 32 || mk_unhex(b, f2, sizeof f2, &l2) != 0) return -1;
         if (mk_ed25519_public(ed, f1) != 0 || mk_ed25519_sign(platform, sig, f1, ed, f2, l2) != 0) return -1;
         printf("OK");
         put_hex(sig, sizeof sig);
     } else if (strcmp(cmd, "seal") == 0) {
-        if (unhex(a, f1, sizeof f1, &l1) != 0 || l1 != 32 || b == NULL || unhex(c, f2, sizeof f2, &l2) != 0)
+        if (mk_unhex(a, f1, sizeof f1, &l1) != 0 || l1 != 32 || b == NULL || mk_unhex(c, f2, sizeof f2, &l2) != 0)
             return -1;
         if (mk_box_seal(platform, result, sizeof result, &n, f1, b, f2, l2) != 0) return -1;
         printf("OK");
         put_hex(result, n);
     } else if (strcmp(cmd, "open") == 0) {
-        if (unhex(a, f1, sizeof f1, &l1) != 0 || l1 != 32 || unhex(b, f2, sizeof f2, &l2) != 0 || l2 != 32 ||
-            c == NULL || unhex(d, f3, sizeof f3, &l3) != 0)
+        if (mk_unhex(a, f1, sizeof f1, &l1) != 0 || l1 != 32 || mk_unhex(b, f2, sizeof f2, &l2) != 0 || l2 != 32 ||
+            c == NULL || mk_unhex(d, f3, sizeof f3, &l3) != 0)
             return -1;
         if (mk_box_open(result, sizeof result, &n, f1, f2, c, f3, l3) != 0) return -1;
         printf("OK");
         put_hex(result, n);
     } else if (strcmp(cmd, "agree") == 0) {
         uint8_t shared[MK_X_U_LEN];
-        if (unhex(a, f1, sizeof f1, &l1) != 0 || l1 != 32 || unhex(b, f2, sizeof f2, &l2) != 0 || l2 != 32) return -1;
+        if (mk_unhex(a, f1, sizeof f1, &l1) != 0 || l1 != 32 || mk_unhex(b, f2, sizeof f2, &l2) != 0 || l2 != 32) return -1;
         if (mk_x25519_agree(shared, f1, f2) != 0) return -1;
         printf("OK");
         put_hex(shared, sizeof shared);
     } else if (strcmp(cmd, "add") == 0) {
         uint8_t sum[MK_SCALAR_LEN];
-        if (unhex(a, f1, sizeof f1, &l1) != 0 || l1 != 32 || unhex(b, f2, sizeof f2, &l2) != 0 || l2 != 32) return -1;
+        if (mk_unhex(a, f1, sizeof f1, &l1) != 0 || l1 != 32 || mk_unhex(b, f2, sizeof f2, &l2) != 0 || l2 != 32) return -1;
         if (mk_scalar_add(sum, f1, f2) != 0) return -1;
         printf("OK");
         put_hex(sum, sizeof sum);

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "mk_crypto.h"
+#include "mk_hex.h"
 #include "mk_profile.h"
 
 static int rng(void *ctx, uint8_t *buf, size_t len)
@@ -33,19 +34,6 @@ static int read_line(char *buf, size_t cap)
     n = strlen(buf);
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) buf[--n] = '\0';
     return (int)n;
-}
-
-static int unhex(const char *s, uint8_t *out, size_t cap, size_t *len)
-{
-    size_t n = strlen(s), i;
-    if (n % 2 != 0 || n / 2 > cap) return -1;
-    for (i = 0; i < n / 2; i++) {
-        unsigned v;
-        if (sscanf(s + 2 * i, "%2x", &v) != 1) return -1;
-        out[i] = (uint8_t)v;
-    }
-    *len = n / 2;
-    return 0;
 }
 
 static void print_hex(const uint8_t *p, size_t n)
@@ -71,7 +59,7 @@ int main(void)
     memset(&p, 0, sizeof p);
     p.rng_fill = rng, p.flash_read = no_read, p.flash_write = no_write, p.now_ms = no_now;
     for (i = 0; i < 3; i++) {
-        if (read_line(line, sizeof line) != 64 || unhex(line, s[i], 32, &n) != 0) {
+        if (read_line(line, sizeof line) != 64 || mk_unhex(line, s[i], 32, &n) != 0) {
             fprintf(stderr, "profile_cli: scalar %d: expected 64 hex digits\n", i);
             goto done;
         }
@@ -80,7 +68,7 @@ int main(void)
     t = strtoull(line, &end, 10);
     if (*end != '\0') goto bad_time;
     for (i = 0; i < 2; i++) {
-        if (read_line(line, sizeof line) < 0 || unhex(line, ident[i], 64, &n) != 0) {
+        if (read_line(line, sizeof line) < 0 || mk_unhex(line, ident[i], 64, &n) != 0) {
             fprintf(stderr, "profile_cli: %s: expected hex of at most 64 bytes\n", i == 0 ? "model" : "serial");
             goto done;
         }

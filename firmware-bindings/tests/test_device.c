@@ -863,6 +863,19 @@ static size_t seal(uint8_t *box, size_t cap, const uint8_t *to_u, const char *la
     return len;
 }
 
+/* the signed fields {1: account, 2: device, 3: admin key, 4: issued} of a connection, as map entries */
+static void connection_fields(mk_cbor_writer *w, const char *account, const char *device, const uint8_t *admin_pk)
+{
+    mk_cbor_write_uint(w, 1);
+    mk_cbor_write_tstr(w, account, strlen(account));
+    mk_cbor_write_uint(w, 2);
+    mk_cbor_write_tstr(w, device, strlen(device));
+    mk_cbor_write_uint(w, 3);
+    mk_cbor_write_bstr(w, admin_pk, 32);
+    mk_cbor_write_uint(w, 4);
+    mk_cbor_write_uint(w, 1764288100u);
+}
+
 /* connection CBOR signed by admin (sk), naming device */
 static size_t connection(uint8_t *b, size_t cap, const char *account, const char *device, const uint8_t *admin_pk,
                          const uint8_t *admin_sk, int forge)
@@ -873,26 +886,12 @@ static size_t connection(uint8_t *b, size_t cap, const char *account, const char
     memcpy(tbs, ctx, sizeof ctx);
     mk_cbor_writer_init(&w, tbs + sizeof ctx, sizeof tbs - sizeof ctx);
     mk_cbor_write_map(&w, 4);
-    mk_cbor_write_uint(&w, 1);
-    mk_cbor_write_tstr(&w, account, strlen(account));
-    mk_cbor_write_uint(&w, 2);
-    mk_cbor_write_tstr(&w, device, strlen(device));
-    mk_cbor_write_uint(&w, 3);
-    mk_cbor_write_bstr(&w, admin_pk, 32);
-    mk_cbor_write_uint(&w, 4);
-    mk_cbor_write_uint(&w, 1764288100u);
+    connection_fields(&w, account, device, admin_pk);
     crypto_sign_detached(sig, NULL, tbs, sizeof ctx + w.len, admin_sk);
     if (forge) sig[5] ^= 0x40;
     mk_cbor_writer_init(&w, b, cap);
     mk_cbor_write_map(&w, 5);
-    mk_cbor_write_uint(&w, 1);
-    mk_cbor_write_tstr(&w, account, strlen(account));
-    mk_cbor_write_uint(&w, 2);
-    mk_cbor_write_tstr(&w, device, strlen(device));
-    mk_cbor_write_uint(&w, 3);
-    mk_cbor_write_bstr(&w, admin_pk, 32);
-    mk_cbor_write_uint(&w, 4);
-    mk_cbor_write_uint(&w, 1764288100u);
+    connection_fields(&w, account, device, admin_pk);
     mk_cbor_write_uint(&w, 5);
     mk_cbor_write_bstr(&w, sig, 64);
     return w.len;

@@ -14,6 +14,7 @@
  *
  * test/device/firmware-crypto.test.ts imports generateCryptoVectors() with the src/ modules and compares.
  */
+import { writeOrCheck } from './vector-file.mjs';
 import {
   createCipheriv,
   createHash,
@@ -24,7 +25,6 @@ import {
   verify as nodeVerify,
 } from 'node:crypto';
 import { Buffer } from 'node:buffer';
-import { readFileSync, writeFileSync } from 'node:fs';
 import process from 'node:process';
 import { URL, fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -332,15 +332,5 @@ if (isMain) {
   const keys = await import(new URL('keys.js', dist).href);
   const text = generateCryptoVectors({ ...cogen, LOW_ORDER_U: keys.LOW_ORDER_U });
   const file = fileURLToPath(new URL('../vectors/crypto.hex', import.meta.url));
-  if (process.argv.includes('--check')) {
-    const current = readFileSync(file, 'utf8');
-    if (current !== text) {
-      process.stderr.write(`${file} is stale: run npm run build && node firmware-bindings/tools/crypto-vectors.mjs\n`);
-      process.exit(1);
-    }
-    process.stdout.write(`${file} is up to date\n`);
-  } else {
-    writeFileSync(file, text);
-    process.stdout.write(`wrote ${file} (${text.split('\n').filter((l) => l !== '' && !l.startsWith('#')).length} vectors)\n`);
-  }
+  writeOrCheck(file, text, 'crypto-vectors.mjs');
 }

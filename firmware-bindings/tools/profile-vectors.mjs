@@ -13,9 +13,9 @@
  *
  * test/device/firmware-profile.test.ts imports generateProfileVectors() with the src/ modules and compares.
  */
+import { writeOrCheck } from './vector-file.mjs';
 import { Buffer } from 'node:buffer';
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
 import process from 'node:process';
 import { URL, fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -122,15 +122,5 @@ if (isMain) {
   const cogen = await import(new URL('cogen.js', dist).href);
   const text = generateProfileVectors({ ...udf, ...keys, publicKeyFromScalar: cogen.publicKeyFromScalar });
   const file = fileURLToPath(new URL('../vectors/profile.hex', import.meta.url));
-  if (process.argv.includes('--check')) {
-    const current = readFileSync(file, 'utf8');
-    if (current !== text) {
-      process.stderr.write(`${file} is stale: run npm run build && node firmware-bindings/tools/profile-vectors.mjs\n`);
-      process.exit(1);
-    }
-    process.stdout.write(`${file} is up to date\n`);
-  } else {
-    writeFileSync(file, text);
-    process.stdout.write(`wrote ${file} (${text.split('\n').filter((l) => l !== '' && !l.startsWith('#')).length} vectors)\n`);
-  }
+  writeOrCheck(file, text, 'profile-vectors.mjs');
 }
